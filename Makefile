@@ -1,0 +1,34 @@
+# Every install step lives here: `make demo` and `make test` work on a fresh clone.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test test-fast bench lint clean ui
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $(STAMP)
+
+## A full demo release on embedded defaults (SQLite Dagster instance, local platform).
+demo: $(STAMP)
+	$(BIN)/release demo
+
+## The whole test suite, Postgres tests included (RELEASE_TEST_POSTGRES_URL picks the server).
+test: $(STAMP)
+	$(BIN)/python -m tests.setup_services
+	$(BIN)/python -m pytest
+
+## Unit tests only: the pure core, in seconds.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest tests/unit -q
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.run_all
+
+ui: $(STAMP)
+	DAGSTER_HOME=$(CURDIR)/.release/dagster_home $(BIN)/dagster dev -w workspace.yaml
+
+clean:
+	rm -rf .release .pytest_cache
