@@ -191,7 +191,8 @@ def parse_manifest(text: str, file: str | None = None) -> Manifest:
     try:
         manifest = Manifest.model_validate(data)
     except ValidationError as exc:
-        raise ManifestError(_problems_from_validation(exc, file, lines)) from None
+        problems = _problems_from_validation(exc, file, lines)
+        raise ManifestError(sorted(problems, key=lambda p: p.line or 0)) from None
     except (RecursionError, TypeError, ValueError) as exc:  # pathological input pydantic rejects oddly
         raise ManifestError([Problem("", f"cannot validate: {type(exc).__name__}", file)]) from None
 
