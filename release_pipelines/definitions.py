@@ -1,0 +1,41 @@
+"""The Dagster code location: every product manifest under RELEASE_MANIFESTS becomes jobs,
+sensors, schedules and assets. A broken manifest fails the load with the same clear message the
+CLI prints.
+
+    dagster dev -m release_pipelines.definitions
+"""
+
+from pathlib import Path
+
+from dagster import AssetKey, AssetSpec, Definitions
+
+from assets.tables import service_asset_specs, table_asset_specs
+from release_pipelines import settings
+from release_pipelines.failure_sensor import build_failure_sensor
+from release_pipelines.jobs.promote import build_promote_job
+from release_pipelines.jobs.release import build_release_job
+from release_pipelines.jobs.rollback import build_rollback_job
+from release_pipelines.product import Product, load_products
+from resources.dagster_resources import default_resources
+
+
+def product_definitions(product: Product) -> Definitions:
+    release, promote, rollback = build_release_job(product), build_promote_job(product), build_rollback_job(product)
+    return Definitions(
+        assets=[
+            *table_asset_specs(product.manifest),
+            *service_asset_specs(product.manifest),
+            AssetSpec(AssetKey(["releases", product.name]), group_name="releases",
+                      description=f"Release records of {product.name}, one materialization per release."),
+        ],
+        jobs=[release, promote, rollback],
+        sensors=[build_failure_sensor(product, [release, promote], rollback)],
+    )
+
+
+def build_definitions(location: str | Path | None = None) -> Definitions:
+    products = load_products(location or settings.default_manifest_path())
+    return Definitions.merge(*(product_definitions(p) for p in products), Definitions(resources=default_resources()))
+
+
+defs = build_definitions()

@@ -1,0 +1,118 @@
+"""Migrate step: a database's pending EXPAND revisions; compensation per its rollback strategy.
+
+The ledger gets the revision we started from before anything runs, so a rollback after a killed
+run knows where to go back to even if the run never wrote "done".
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from dagster import Output
+from sqlalchemy import create_engine
+
+from assets.gates import actual_columns, count_rows
+from assets.tables import table_materialization
+from release_pipelines.manifest import RollbackStrategy
+from release_pipelines.product import Product
+from release_pipelines.steps.context import StepContext
+from resources.database_url import resolve_url
+from resources.migrations import MigrationRunner
+
+
+def runner_for(product: Product, database_name: str, application_name: str | None = None) -> MigrationRunner:
+    database = product.manifest.database(database_name)
+    return MigrationRunner(
+        str(product.resolve(database.migrations)),
+        resolve_url(database.url),
+        application_name=application_name,
+    )
+
+
+def needed(product: Product, versions: Mapping[str, str], database: str) -> bool:
+    """A database is part of a release when a service the release changes depends on it."""
+    return any(database in product.manifest.service(s).depends_on for s in versions)
+
+
+def skipped_output() -> Iterator[Output]:
+    yield Output({"skipped": True})
+
+
+def _row_counts(product: Product, database_name: str) -> dict[str, int]:
+    database = product.manifest.database(database_name)
+    engine = create_engine(resolve_url(database.url))
+    try:
+        return {t.name: count_rows(engine, t) for t in database.tables if actual_columns(engine, t) is not None}
+    finally:
+        engine.dispose()
+
+
+def expand(ctx: StepContext, database_name: str) -> Iterator[Any]:
+    """Apply pending expand revisions; yield a materialization per table they touched."""
+    runner = runner_for(ctx.product, database_name, application_name=f"release:{ctx.release_id}")
+    start = runner.current()
+    pending = [r.revision for r in runner.pending("expand")]
+    rows_before = _row_counts(ctx.product, database_name)
+    ctx.record("migrate:start", database=database_name, from_revision=start, pending=pending, rows_before=rows_before)
+    began = time.monotonic()
+    results = runner.upgrade("expand", log=ctx.log)
+    end = runner.current()
+    ctx.record(
+        "migrate:done",
+        database=database_name,
+        from_revision=start,
+        to_revision=end,
+        revisions=[r.revision for r in results],
+        seconds=round(time.monotonic() - began, 3),
+    )
+    if results:
+        database = ctx.product.manifest.database(database_name)
+        engine = create_engine(resolve_url(database.url))
+        try:
+            statements = [s for r in results for s in r.statements]
+            for table in database.tables:
+                columns = actual_columns(engine, table) or {}
+                yield table_materialization(
+                    database_name, table, start, end, [s for s in statements if table.name in s],
+                    sum(r.duration_s for r in results), count_rows(engine, table) if columns else None, columns,
+                )
+        finally:
+            engine.dispose()
+    yield Output({"database": database_name, "from_revision": start, "to_revision": end, "rows_before": rows_before})
+
+
+def compensate(ctx: StepContext, database_name: str) -> Iterator[Any]:
+    """Go back to the revision the release started from, as the manifest's strategy allows."""
+    started = [
+        e for e in ctx.ledger.events(ctx.release_id)
+        if e.kind == "migrate:start" and e.payload.get("database") == database_name
+    ]
+    if not started:
+        ctx.log(f"{database_name}: this release ran no migration here")
+        return
+    target = started[0].payload.get("from_revision")
+    database = ctx.product.manifest.database(database_name)
+    if database.rollback is RollbackStrategy.roll_forward:
+        ctx.record("revert:schema-kept", database=database_name, reason="rollback strategy is roll-forward")
+        ctx.log(f"{database_name}: schema kept (roll-forward); expand revisions are backward compatible")
+        return
+    runner = runner_for(ctx.product, database_name, application_name=f"release:{ctx.release_id}:rollback")
+    current = runner.current()
+    if current == target:
+        ctx.log(f"{database_name}: already at {target or 'base'}")
+        return
+    ctx.record("revert:migrate:start", database=database_name, from_revision=current, to_revision=target)
+    runner.downgrade(target or "base", log=ctx.log)
+    ctx.record("revert:migrate:done", database=database_name, revision=runner.current())
+    yield from ()
+
+
+def contract_pending(product: Product, versions: Mapping[str, str]) -> list[str]:
+    """Databases of this release that still have contract revisions to run."""
+    pending = []
+    for database in product.manifest.databases:
+        if needed(product, versions, database.name) and runner_for(product, database.name).pending("contract"):
+            pending.append(database.name)
+    return pending
