@@ -11,6 +11,7 @@ from dagster import AssetKey, AssetSpec, Definitions
 
 from assets.tables import service_asset_specs, table_asset_specs
 from release_pipelines import settings
+from release_pipelines.canary_sensor import build_canary_sensor
 from release_pipelines.failure_sensor import build_failure_sensor
 from release_pipelines.jobs.promote import build_promote_job
 from release_pipelines.jobs.release import build_release_job
@@ -29,7 +30,10 @@ def product_definitions(product: Product) -> Definitions:
                       description=f"Release records of {product.name}, one materialization per release."),
         ],
         jobs=[release, promote, rollback],
-        sensors=[build_failure_sensor(product, [release, promote], rollback)],
+        sensors=[
+            build_canary_sensor(product, promote, rollback),
+            build_failure_sensor(product, [release, promote], rollback),
+        ],
     )
 
 

@@ -6,6 +6,7 @@ back to the embedded defaults under RELEASE_HOME (see release_pipelines.settings
 
 from __future__ import annotations
 
+import os
 from functools import cache
 from pathlib import Path
 
@@ -61,5 +62,27 @@ class FlagsResource(ConfigurableResource):
         return FlagStore(path)
 
 
+
+
+class MetricsResource(ConfigurableResource):
+    """Canary metrics: Prometheus when a URL is set, else each service's router directly."""
+
+    prometheus_url: str = Field(default="", description="e.g. http://127.0.0.1:9090; empty = read the routers")
+
+    def provider(self, platform):
+        if self.prometheus_url:
+            from resources.prometheus_metrics import PrometheusMetricsProvider
+
+            return PrometheusMetricsProvider(self.prometheus_url)
+        from resources.router_metrics import RouterMetricsProvider
+
+        return RouterMetricsProvider(lambda service: platform.status(service).endpoint)
+
+
 def default_resources() -> dict[str, ConfigurableResource]:
-    return {"ledger": LedgerResource(), "platform": PlatformResource(), "flags": FlagsResource()}
+    return {
+        "ledger": LedgerResource(),
+        "platform": PlatformResource(),
+        "flags": FlagsResource(),
+        "metrics": MetricsResource(prometheus_url=os.environ.get("RELEASE_PROMETHEUS_URL", "")),
+    }

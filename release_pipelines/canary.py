@@ -1,0 +1,93 @@
+"""From metric snapshots to a canary decision (pure: no Dagster, no I/O).
+
+The sensor appends one cumulative snapshot per service per tick to a series kept in its cursor;
+this module turns each service's series into per-interval buckets, asks the judge for each metric
+the manifest lists, and combines services: any failing service fails the release, all passing
+services pass it, anything else waits (and past the deadline the manifest's policy decides).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from release_pipelines.judge import MetricVerdict, OverallVerdict, Verdict, apply_deadline, judge_overall
+from release_pipelines.judge_errors import Bucket, judge_errors
+from release_pipelines.judge_latency import judge_latency_histograms
+from release_pipelines.manifest import Manifest, MetricKind
+
+# One tick's cumulative counts for one version: [requests, errors, [[le, count], ...]].
+Counts = list[Any]
+
+
+@dataclass(frozen=True)
+class ServiceSeries:
+    """A service's snapshots since the step began, oldest first (baseline and canary aligned)."""
+
+    service: str
+    baseline: Sequence[Counts]
+    canary: Sequence[Counts]
+
+
+@dataclass(frozen=True)
+class CanaryDecision:
+    verdict: Verdict
+    reason: str
+    services: Mapping[str, OverallVerdict]
+    decided_by: str = "evidence"
+
+
+def _buckets(series: Sequence[Counts]) -> list[Bucket]:
+    out = []
+    for earlier, later in zip(series, series[1:]):
+        requests = later[0] - earlier[0]
+        errors = later[1] - earlier[1]
+        if requests < 0:  # a restarted router resets its counters: count from zero
+            requests, errors = later[0], later[1]
+        out.append(Bucket(max(0, requests), min(max(0, errors), max(0, requests))))
+    return out
+
+
+def _histograms(series: Sequence[Counts]) -> list[dict[float, int]]:
+    return [{float(le): int(count) for le, count in counts[2]} for counts in series]
+
+
+def judge_service(manifest: Manifest, series: ServiceSeries) -> OverallVerdict:
+    analysis = manifest.service(series.service).canary.analysis
+    verdicts: list[MetricVerdict] = []
+    for metric in analysis.metrics:
+        if metric.kind is MetricKind.errors:
+            verdicts.append(
+                judge_errors(_buckets(series.baseline), _buckets(series.canary), name=metric.name,
+                             direction=metric.direction, critical=metric.critical, alpha=analysis.alpha)
+            )
+        elif metric.kind is MetricKind.latency:
+            verdicts.append(
+                judge_latency_histograms(_histograms(series.baseline), _histograms(series.canary), name=metric.name,
+                                         direction=metric.direction, critical=metric.critical, alpha=analysis.alpha)
+            )
+        # memory / cpu come from the platform's process measurements, judged where they are taken
+    return judge_overall(verdicts)
+
+
+def decide(
+    manifest: Manifest, series: Sequence[ServiceSeries], *, elapsed_seconds: float, unavailable: Mapping[str, str]
+) -> CanaryDecision:
+    """Combine services; `unavailable` maps a service to why its metrics could not be read."""
+    verdicts = {s.service: judge_service(manifest, s) for s in series}
+    failed = {name: v for name, v in verdicts.items() if v.verdict is Verdict.failed}
+    if failed:
+        name, verdict = next(iter(failed.items()))
+        return CanaryDecision(Verdict.failed, f"{name}: {verdict.reason}", verdicts)
+    waiting = [f"{name}: {v.reason}" for name, v in verdicts.items() if v.verdict is Verdict.inconclusive]
+    waiting += [f"{name}: no evidence ({why})" for name, why in unavailable.items()]
+    if not waiting:
+        return CanaryDecision(Verdict.passed, "every canary passed: " + "; ".join(
+            f"{n}: {v.reason}" for n, v in verdicts.items()), verdicts)
+    analysis = [manifest.service(s).canary.analysis for s in [*verdicts, *unavailable]]
+    deadline = min(a.deadline_seconds for a in analysis)
+    policy = next(a.on_deadline for a in analysis if a.deadline_seconds == deadline)
+    pending = OverallVerdict(Verdict.inconclusive, "; ".join(waiting), ())
+    final = apply_deadline(pending, elapsed_seconds=elapsed_seconds, deadline_seconds=deadline, on_deadline=policy)
+    return CanaryDecision(final.verdict, final.reason, verdicts, final.decided_by)

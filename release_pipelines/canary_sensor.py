@@ -1,0 +1,138 @@
+"""Canary sensor: each tick, judge the product's release in canary and request promote or rollback.
+
+The metric series lives in the sensor's cursor (Dagster stores it durably), keyed by release and
+step, so a restarted daemon carries on judging the same evidence. Run keys are
+(release, step, decision): a decision is acted on once, however many ticks see it.
+"""
+
+import json
+from datetime import UTC, datetime
+
+from dagster import (
+    AssetKey,
+    AssetObservation,
+    DefaultSensorStatus,
+    JobDefinition,
+    MetadataValue,
+    RunRequest,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    sensor,
+)
+
+from release_pipelines.approvals import missing_approvals
+from release_pipelines.canary import ServiceSeries, decide
+from release_pipelines.jobs.common import TAG_PRODUCT, TAG_RELEASE
+from release_pipelines.jobs.promote import bake_remaining
+from release_pipelines.judge import Verdict
+from release_pipelines.manifest import ApprovalPhase
+from release_pipelines.product import Product
+from release_pipelines.states import ReleaseState
+from release_pipelines.steps.traffic import step_count, weights_for_step
+from resources.dagster_resources import LedgerResource, MetricsResource, PlatformResource
+from resources.metrics import MetricsUnavailable
+
+MAX_SERIES = 5000
+
+
+def _counts(metrics) -> list:
+    if metrics is None:
+        return [0, 0, []]
+    return [metrics.requests, metrics.errors, [list(b) for b in metrics.latency_buckets]]
+
+
+def build_canary_sensor(product: Product, promote_job: JobDefinition, rollback_job: JobDefinition):
+    manifest = product.manifest
+    interval = int(min(s.canary.analysis.interval_seconds for s in manifest.services))
+
+    @sensor(
+        name=f"{product.name}_canary",
+        jobs=[promote_job, rollback_job],
+        minimum_interval_seconds=interval,
+        default_status=DefaultSensorStatus.RUNNING,
+        description=f"Judge {product.name} canaries against stable each tick; promote or roll back.",
+    )
+    def canary_sensor(
+        context: SensorEvaluationContext, ledger: LedgerResource, platform: PlatformResource, metrics: MetricsResource
+    ):
+        book = ledger.open()
+        release = book.active_release(product.name)
+        if release is None:
+            return SkipReason(f"{product.name} has no active release")
+        tags = {TAG_PRODUCT: product.name, TAG_RELEASE: release.id}
+        if release.state == ReleaseState.BAKING:
+            left = bake_remaining(product, release, datetime.now(UTC))
+            if left > 0:
+                return SkipReason(f"release {release.id} baking: {left:.0f} s left")
+            return RunRequest(run_key=f"{release.id}:finish", job_name=promote_job.name, tags=tags,
+                              run_config={"ops": {"promote_step": {"config": {"release_id": release.id}}}})
+        if release.state != ReleaseState.CANARY:
+            return SkipReason(f"release {release.id} is {release.state.value}, not in a canary step")
+
+        step = release.canary_step or 0
+        services = platform.for_product(product)
+        canaries = {s: v for s, v in release.versions.items() if services.status(s).canary_version == v}
+        if not canaries:
+            return SkipReason(f"release {release.id}: no canary is running (a promote or rollback is under way)")
+        key = f"{release.id}:{step}"
+        cursor = json.loads(context.cursor) if context.cursor else {}
+        if cursor.get("key") != key:
+            cursor = {"key": key, "series": {}}
+        provider = metrics.provider(services)
+        unavailable: dict[str, str] = {}
+        for service, version in canaries.items():
+            stable = services.status(service).stable_version or ""
+            try:
+                snap = provider.snapshot(service, stable, version)
+            except MetricsUnavailable as exc:
+                unavailable[service] = str(exc)
+                continue
+            entry = cursor["series"].setdefault(service, {"baseline": [], "canary": []})
+            entry["baseline"] = (entry["baseline"] + [_counts(snap.stable)])[-MAX_SERIES:]
+            entry["canary"] = (entry["canary"] + [_counts(snap.canary)])[-MAX_SERIES:]
+        context.update_cursor(json.dumps(cursor))
+
+        elapsed = (datetime.now(UTC) - release.updated_at).total_seconds()
+        series = [ServiceSeries(s, e["baseline"], e["canary"]) for s, e in cursor["series"].items() if s in canaries]
+        decision = decide(manifest, series, elapsed_seconds=elapsed, unavailable=unavailable)
+        observations = [
+            AssetObservation(
+                asset_key=AssetKey(["services", service]),
+                description=verdict.reason,
+                metadata={
+                    "release_id": release.id,
+                    "canary_step": step,
+                    "verdict": verdict.verdict.value,
+                    "reason": MetadataValue.md(f"**{verdict.verdict.value}**: {verdict.reason}"),
+                    **{
+                        f"{m.name}_{field}": float(value)
+                        for m in verdict.metrics
+                        for field, value in (("effect", m.effect), ("canary_n", m.canary_n), ("baseline_n", m.baseline_n))
+                        if value is not None
+                    },
+                },
+            )
+            for service, verdict in decision.services.items()
+        ]
+        min_step = max(manifest.service(s).canary.analysis.min_step_seconds for s in canaries)
+        if decision.verdict is Verdict.failed:
+            book.record(release.id, "verdict", "canary-sensor", payload={
+                "step": step, "verdict": "fail", "reason": decision.reason, "decided_by": decision.decided_by})
+            request = RunRequest(run_key=f"{key}:rollback", job_name=rollback_job.name, tags=tags, run_config={
+                "ops": {"rollback_start": {"config": {"release_id": release.id, "reason": f"canary failed: {decision.reason}"[:900]}}}})
+            return SensorResult(run_requests=[request], asset_events=observations)
+        if decision.verdict is Verdict.passed and elapsed >= min_step:
+            weights = weights_for_step(manifest, canaries, step + 1) if step + 1 < step_count(manifest, canaries) else {}
+            waiting = missing_approvals(manifest, book, release, ApprovalPhase.promote, max(weights.values(), default=100))
+            if waiting:
+                return SensorResult(skip_reason=SkipReason(waiting), asset_events=observations)
+            book.record(release.id, "verdict", "canary-sensor", payload={
+                "step": step, "verdict": "pass", "reason": decision.reason, "decided_by": decision.decided_by})
+            request = RunRequest(run_key=f"{key}:promote", job_name=promote_job.name, tags=tags, run_config={
+                "ops": {"promote_step": {"config": {"release_id": release.id, "expected_step": step}}}})
+            return SensorResult(run_requests=[request], asset_events=observations)
+        why = decision.reason if decision.verdict is not Verdict.passed else f"passed; holding step for {min_step:.0f} s"
+        return SensorResult(skip_reason=SkipReason(f"step {step}: {why}"), asset_events=observations)
+
+    return canary_sensor
