@@ -1,0 +1,189 @@
+"""The weighted router in front of one service: `python -m resources.router --service S --port P
+--state-file F`.
+
+Each request goes to the canary with probability weight/100, else to stable, and is counted per
+version. These metric names are a contract with the metrics provider:
+
+    release_router_requests_total{service,version,role,code_class}     counter
+    release_router_request_duration_seconds{service,version,role}      histogram
+
+Reserved paths: GET /_router/metrics (Prometheus text), GET /_router/state and POST /_router/route
+(JSON `{"stable": {"version", "port"} | null, "canary": ... | null, "weight": 0-100}`).
+A route change swaps one immutable object, so in-flight requests finish on the backend they
+chose and none is dropped. At start the routing comes from the platform's state file, so a
+restarted router serves what the platform last decided.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from http.cookiejar import CookieJar, DefaultCookiePolicy
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1, 2.5, 5, 10)
+HOP_BY_HOP = frozenset(
+    {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
+     "transfer-encoding", "upgrade", "host", "content-length", "content-encoding"}
+)
+METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+
+
+class RouteError(ValueError):
+    """A POST /_router/route body that does not describe a valid routing."""
+
+
+@dataclass(frozen=True)
+class Backend:
+    version: str
+    port: int
+
+
+@dataclass(frozen=True)
+class Routing:
+    stable: Backend | None
+    canary: Backend | None
+    weight: int
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Routing:
+        """Parse and check a routing; extra keys (pids, log paths from the state file) are ignored."""
+
+        def backend(key: str) -> Backend | None:
+            value = data.get(key)
+            if value is None:
+                return None
+            if not isinstance(value.get("version"), str) or not isinstance(value.get("port"), int):
+                raise RouteError(f"{key} needs a string 'version' and an integer 'port'")
+            return Backend(value["version"], value["port"])
+
+        weight = data.get("weight", 0)
+        if not isinstance(weight, int) or not 0 <= weight <= 100:
+            raise RouteError(f"weight must be an integer from 0 to 100, got {weight!r}")
+        routing = cls(backend("stable"), backend("canary"), weight)
+        if routing.canary is None and weight:
+            raise RouteError("a weight above 0 needs a canary")
+        return routing
+
+    def to_json(self) -> dict[str, Any]:
+        as_dict = lambda b: None if b is None else {"version": b.version, "port": b.port}  # noqa: E731
+        return {"stable": as_dict(self.stable), "canary": as_dict(self.canary), "weight": self.weight}
+
+    def choose(self) -> tuple[str, Backend] | None:
+        if self.canary is not None and (self.stable is None or random.random() * 100 < self.weight):
+            return "canary", self.canary
+        return None if self.stable is None else ("stable", self.stable)
+
+
+def read_routing(state_file: Path, service: str) -> Routing:
+    """The routing the platform last recorded for `service` (lock-free: the file is renamed into place)."""
+    try:
+        entry = json.loads(state_file.read_text()).get("services", {}).get(service, {})
+    except FileNotFoundError:
+        entry = {}
+    return Routing.from_json({k: entry.get(k) for k in ("stable", "canary")} | {"weight": entry.get("weight", 0)})
+
+
+def create_app(service: str, routing: Routing) -> Starlette:
+    """The router as an ASGI app (separate from `main` so tests can drive it in-process)."""
+    registry = CollectorRegistry()
+    requests_total = Counter(
+        "release_router_requests_total", "Requests answered, by backend version and status class",
+        ["service", "version", "role", "code_class"], registry=registry,
+    )
+    duration = Histogram(
+        "release_router_request_duration_seconds", "Time to answer, by backend version",
+        ["service", "version", "role"], buckets=BUCKETS, registry=registry,
+    )
+    current = {"routing": routing}
+    client: dict[str, httpx.AsyncClient] = {}
+
+    @asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        limits = httpx.Limits(max_connections=200, max_keepalive_connections=50)
+        # A proxy must not keep cookies: one client's Set-Cookie would be replayed for everyone.
+        no_cookies = CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
+        async with httpx.AsyncClient(
+            timeout=httpx.Timeout(30.0, connect=2.0), limits=limits, cookies=no_cookies
+        ) as c:
+            client["http"] = c
+            yield
+
+    async def metrics(_request: Request) -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def state(_request: Request) -> JSONResponse:
+        return JSONResponse(current["routing"].to_json())
+
+    async def route(request: Request) -> JSONResponse:
+        try:
+            current["routing"] = Routing.from_json(await request.json())
+        except (RouteError, ValueError, AttributeError, TypeError) as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        return JSONResponse(current["routing"].to_json())
+
+    async def forward(request: Request) -> Response:
+        choice = current["routing"].choose()
+        if choice is None:
+            return JSONResponse({"error": f"{service}: no version deployed"}, status_code=503)
+        role, backend = choice
+        headers = [(k, v) for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP]
+        path = request.scope.get("raw_path") or request.url.path.encode()
+        url = f"http://127.0.0.1:{backend.port}{path.decode('latin-1')}"
+        started = time.perf_counter()
+        try:
+            upstream = await client["http"].request(
+                request.method, httpx.URL(url, query=request.url.query.encode()), headers=headers, content=await request.body()
+            )
+            response = Response(
+                upstream.content, status_code=upstream.status_code,
+                headers={k: v for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP},
+            )
+        except httpx.HTTPError as exc:
+            response = JSONResponse(
+                {"error": f"{service} {backend.version} ({role}) unreachable: {type(exc).__name__}"},
+                status_code=502,
+            )
+        duration.labels(service, backend.version, role).observe(time.perf_counter() - started)
+        requests_total.labels(service, backend.version, role, f"{response.status_code // 100}xx").inc()
+        response.headers["X-Release-Version"] = backend.version
+        response.headers["X-Release-Role"] = role
+        return response
+
+    return Starlette(
+        routes=[
+            Route("/_router/metrics", metrics, methods=["GET"]),
+            Route("/_router/state", state, methods=["GET"]),
+            Route("/_router/route", route, methods=["POST"]),
+            Route("/{path:path}", forward, methods=METHODS),
+        ],
+        lifespan=lifespan,
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--service", required=True)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--state-file", type=Path, required=True)
+    args = parser.parse_args(argv)
+    app = create_app(args.service, read_routing(args.state_file, args.service))
+    uvicorn.run(app, host="127.0.0.1", port=args.port, access_log=False, log_level="warning")
+
+
+if __name__ == "__main__":
+    main()
