@@ -39,7 +39,7 @@ SCHEMA_SQL = [
     "CREATE TABLE products (id INTEGER PRIMARY KEY, sku VARCHAR(64) NOT NULL, name TEXT, price_cents INTEGER NOT NULL)",
     "CREATE TABLE orders (id INTEGER PRIMARY KEY, product_id INTEGER NOT NULL, quantity INTEGER NOT NULL, status VARCHAR(20) NOT NULL)",
     "INSERT INTO products VALUES (1, 'SKU-1', 'Mug', 900), (2, 'SKU-2', 'Pen', 150)",
-    "INSERT INTO orders VALUES (1, 1, 2, 'paid'), (2, 2, 1, 'pending'), (3, 1, 5, 'shipped')",
+    "INSERT INTO orders VALUES (1, 1, 2, 'paid'), (2, 2, 1, 'placed'), (3, 1, 5, 'shipped')",
 ]
 
 

@@ -197,7 +197,7 @@ def test_checks_job_records_evaluations_against_postgres(
             "CREATE TABLE products (id integer PRIMARY KEY, sku varchar(64), name text, price_cents integer)",
             "CREATE TABLE orders (id integer PRIMARY KEY, product_id integer, quantity integer, status varchar(20))",
             "INSERT INTO products VALUES (1, 'SKU-1', 'Mug', 900)",
-            "INSERT INTO orders VALUES (1, 1, 2, 'paid'), (2, 1, 1, 'pending')",
+            "INSERT INTO orders VALUES (1, 1, 2, 'paid'), (2, 1, 1, 'placed')",
             "ALTER TABLE orders ADD CONSTRAINT quantity_positive CHECK (quantity > 0) NOT VALID",
         ):
             conn.execute(text(statement))
