@@ -1,0 +1,207 @@
+"""Error rates as counts: an anytime-valid test on the canary / baseline error-rate ratio.
+
+Method (Lindon, Sanden, Shirikian, KDD 2022, "Rapid Regression Detection in Software
+Deployments through Sequential Testing"): errors on each side are Poisson streams whose
+intensities are proportional to traffic. Given the `e` errors of one time bucket, the canary's
+count is Binomial(e, p) with p = n_c R / (n_c R + n_b), where n_c, n_b are the bucket's requests
+and R is the rate ratio: the unknown baseline rate cancels, and the traffic split is known from
+request counts, bucket by bucket. The product of these likelihood ratios over buckets, mixed
+over a normal prior on log R (a fine grid), is a nonnegative martingale under any fixed R, so:
+
+- e-value against "no regression" (R = 1; prior restricted to the failing side): by Ville's
+  inequality P(it ever reaches 1/alpha) <= alpha, however often one looks -> FAIL.
+- confidence sequence {R: e-value against R < 1/alpha}, intersected over time, covers the true
+  R at all times with probability >= 1 - alpha -> PASS when it excludes the tolerance.
+
+With binomial (not Poisson) data and equal rates, the conditional count is hypergeometric,
+which is smaller in convex order than the binomial (Hoeffding 1963), so the A/A guarantee holds
+exactly; for unequal rates the Poisson model is the usual small-rate approximation.
+
+Input: per-interval buckets (requests, errors), aligned in time between the two sides;
+`buckets_from_cumulative` turns counter snapshots (Prometheus `_total`) into such buckets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from release_pipelines.judge import MetricVerdict, Verdict
+from release_pipelines.manifest import Direction, MetricKind
+
+LOG_RATIO_GRID = np.linspace(np.log(1e-3), np.log(1e3), 481)
+"""Log rate ratios the mixture and the confidence sequence range over (2.9 % steps)."""
+PRIOR_SD = 1.0
+"""Prior sd of log R: most weight on ratios 0.37x-2.7x, where canary regressions live."""
+
+_NO_CHANGE = len(LOG_RATIO_GRID) // 2
+_RATIOS = np.exp(LOG_RATIO_GRID)
+_PRIOR = np.exp(-0.5 * (LOG_RATIO_GRID / PRIOR_SD) ** 2)
+_PRIOR /= _PRIOR.sum()
+
+PASS, INCONCLUSIVE, FAIL = 1, 0, -1
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """Requests and errors of one side during one interval."""
+
+    requests: int
+    errors: int
+
+
+@dataclass(frozen=True)
+class RatioPath:
+    """The test after each bucket; arrays shaped (..., buckets)."""
+
+    e_value: np.ndarray
+    """Running maximum of the e-value against no regression in the failing direction."""
+    lower: np.ndarray
+    upper: np.ndarray
+    """Confidence sequence for the ratio (running intersection; 0 and inf = unbounded)."""
+    verdict: np.ndarray
+    """PASS, INCONCLUSIVE or FAIL codes."""
+
+
+def _failing_side_prior(direction: Direction) -> np.ndarray:
+    keep = {
+        Direction.increase: LOG_RATIO_GRID > 0,
+        Direction.decrease: LOG_RATIO_GRID < 0,
+        Direction.either: LOG_RATIO_GRID != 0,
+    }[direction]
+    prior = np.where(keep, _PRIOR, 0.0)
+    return prior / prior.sum()
+
+
+def ratio_test_path(
+    baseline_n: np.ndarray, baseline_k: np.ndarray, canary_n: np.ndarray, canary_k: np.ndarray,
+    *, direction: Direction = Direction.increase, alpha: float = 0.05, tolerance: float = 1.25,
+) -> RatioPath:
+    """Run the test bucket by bucket; `k` events among `n` trials per side, shaped (..., T).
+
+    Vectorised over leading axes so simulations judge thousands of canaries at every look.
+    Buckets where one side had no traffic carry no information and are skipped.
+    """
+    arrays = np.broadcast_arrays(*(np.asarray(a, dtype=float) for a in
+                                   (baseline_n, baseline_k, canary_n, canary_k)))
+    base_n, base_k, can_n, can_k = arrays
+    batch, steps = base_n.shape[:-1], base_n.shape[-1]
+    size = LOG_RATIO_GRID.size
+    log_lik = np.zeros((*batch, size))
+    fail_prior = _failing_side_prior(direction)
+    threshold = np.log(1 / alpha)
+    e_value, lower, upper = (np.empty(base_n.shape) for _ in range(3))
+    best_e = np.full(batch, -np.inf)
+    low_i = np.zeros(batch, dtype=int)
+    high_i = np.full(batch, size - 1)
+    for t in range(steps):
+        bn, bk, cn, ck = base_n[..., t], base_k[..., t], can_n[..., t], can_k[..., t]
+        live = (bn > 0) & (cn > 0) & (bk + ck > 0)
+        odds = np.where(live, cn, 1.0) / np.where(live, bn, 1.0)
+        # log Binomial(ck | bk + ck, p) up to a constant, p = odds R / (1 + odds R)
+        step = ck[..., None] * LOG_RATIO_GRID - (bk + ck)[..., None] * np.log1p(odds[..., None] * _RATIOS)
+        log_lik += np.where(live[..., None], step, 0.0)
+        top = log_lik.max(axis=-1)
+        scaled = np.exp(log_lik - top[..., None])
+        best_e = np.maximum(best_e, top + np.log(scaled @ fail_prior) - log_lik[..., _NO_CHANGE])
+        inside = log_lik > (top + np.log(scaled @ _PRIOR) - threshold)[..., None]
+        low_i = np.maximum(low_i, np.argmax(inside, axis=-1) - 1)  # one step wider: the true
+        high_i = np.minimum(high_i, size - np.argmax(inside[..., ::-1], axis=-1))  # set is continuous
+        e_value[..., t] = np.exp(np.minimum(best_e, 700.0))  # beyond that: overwhelming
+        lower[..., t] = np.where(low_i <= 0, 0.0, _RATIOS[np.clip(low_i, 0, None)])
+        upper[..., t] = np.where(high_i >= size - 1, np.inf, _RATIOS[np.clip(high_i, None, size - 1)])
+    within = {
+        Direction.increase: upper < tolerance,
+        Direction.decrease: lower > 1 / tolerance,
+        Direction.either: (upper < tolerance) & (lower > 1 / tolerance),
+    }[direction]
+    verdict = np.where(e_value >= 1 / alpha, FAIL, np.where(within, PASS, INCONCLUSIVE))
+    return RatioPath(e_value=e_value, lower=lower, upper=upper, verdict=verdict.astype(np.int8))
+
+
+CODES = {PASS: Verdict.passed, INCONCLUSIVE: Verdict.inconclusive, FAIL: Verdict.failed}
+
+
+def outcome_phrase(verdict: Verdict, e_value: float, alpha: float, tolerance: float,
+                   direction: Direction) -> str:
+    """The closing words of a reason line: what the evidence says and against which bar."""
+    if verdict is Verdict.failed:
+        return f"regression (e-value {e_value:.3g} >= 1/alpha = {1 / alpha:.3g})"
+    if verdict is Verdict.passed:
+        bar = f"{tolerance:g}x" if direction is not Direction.decrease else f"{1 / tolerance:.3g}x"
+        return f"no regression beyond {bar}"
+    return f"not enough evidence yet (e-value {e_value:.3g}, need {1 / alpha:.3g})"
+
+
+def buckets_from_cumulative(snapshots: Sequence[tuple[int, int]]) -> list[Bucket]:
+    """Per-interval buckets from cumulative (requests_total, errors_total) counter snapshots.
+
+    The first snapshot is the starting point; a counter that went down was reset (process
+    restart), so its new value is the interval's count, as Prometheus' increase() assumes.
+    """
+    buckets = []
+    for (prev_n, prev_k), (n, k) in zip(snapshots, snapshots[1:]):
+        reset = n < prev_n or k < prev_k
+        buckets.append(Bucket(n if reset else n - prev_n, k if reset else k - prev_k))
+    return buckets
+
+
+def _fmt_interval(lower: float, upper: float) -> str:
+    return f"[{lower:.2f}, {'inf' if np.isinf(upper) else f'{upper:.2f}'}]"
+
+
+def judge_errors(
+    baseline: Sequence[Bucket],
+    canary: Sequence[Bucket],
+    *,
+    name: str = "error_rate",
+    direction: Direction = Direction.increase,
+    critical: bool = True,
+    alpha: float = 0.05,
+    tolerance: float = 1.25,
+) -> MetricVerdict:
+    """Judge error counts; both sides list the same time intervals, oldest first.
+
+    FAIL: e-value against "canary no worse" reached 1/alpha at some bucket (sticky).
+    PASS: the confidence sequence for the rate ratio excludes `tolerance` on the failing side.
+    """
+    if len(baseline) != len(canary):
+        raise ValueError(f"baseline has {len(baseline)} buckets and canary {len(canary)}: "
+                         "buckets must be the same time intervals on both sides")
+    for side, buckets in (("baseline", baseline), ("canary", canary)):
+        for i, b in enumerate(buckets):
+            if b.requests < 0 or b.errors < 0 or b.errors > b.requests:
+                raise ValueError(f"{side} bucket {i}: need 0 <= errors <= requests, got {b}")
+    base_n = sum(b.requests for b in baseline)
+    base_k = sum(b.errors for b in baseline)
+    can_n = sum(b.requests for b in canary)
+    can_k = sum(b.errors for b in canary)
+    common = dict(name=name, kind=MetricKind.errors, direction=direction, critical=critical,
+                  alpha=alpha, baseline_n=base_n, canary_n=can_n, effect_name="error rate ratio",
+                  interval_name=f"{1 - alpha:.0%} confidence sequence")
+    if base_n == 0 or can_n == 0:
+        return MetricVerdict(verdict=Verdict.inconclusive, reason=(
+            f"no requests yet ({can_n} canary / {base_n} baseline): nothing to compare"), **common)
+    base_rate, can_rate = base_k / base_n, can_k / can_n
+    details = {"baseline_errors": base_k, "canary_errors": can_k,
+               "baseline_rate": base_rate, "canary_rate": can_rate, "tolerance": tolerance}
+    path = ratio_test_path(
+        [b.requests for b in baseline], [b.errors for b in baseline],
+        [b.requests for b in canary], [b.errors for b in canary],
+        direction=direction, alpha=alpha, tolerance=tolerance,
+    )
+    e_value, lower, upper = (float(a[-1]) for a in (path.e_value, path.lower, path.upper))
+    verdict = CODES[int(path.verdict[-1])]
+    ratio = can_rate / base_rate if base_rate > 0 else (np.inf if can_rate > 0 else np.nan)
+    ratio_text = "n/a" if np.isnan(ratio) else "inf" if np.isinf(ratio) else f"{ratio:.2f}x"
+    reason = (
+        f"error rate {can_rate:.2%} vs {base_rate:.2%} (ratio {ratio_text}, "
+        f"{1 - alpha:.0%} CS {_fmt_interval(lower, upper)}) after {can_n} canary / {base_n} "
+        f"baseline requests: {outcome_phrase(verdict, e_value, alpha, tolerance, direction)}"
+    )
+    if base_k + can_k == 0:
+        reason += "; no errors on either side yet, so the ratio cannot be bounded"
+    return MetricVerdict(verdict=verdict, reason=reason, effect=None if np.isnan(ratio) else ratio,
+                         interval=(lower, upper), e_value=e_value, details=details, **common)
