@@ -177,6 +177,14 @@ def verify_ledger() -> None:
     sys.exit(1)
 
 
+@main.command()
+def demo() -> None:
+    """A full demo release on embedded defaults: install, a good release, a bad one rolled back."""
+    from release_pipelines.demo import run_demo
+
+    sys.exit(run_demo(console))
+
+
 def _register_optional_commands() -> None:
     """Commands whose modules live beside this one; each is a click command or group."""
     from release_pipelines.cli_judge import judge_command

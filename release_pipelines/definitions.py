@@ -9,6 +9,7 @@ from pathlib import Path
 
 from dagster import AssetKey, AssetSpec, Definitions
 
+from assets.checks import checks_job, table_asset_checks
 from assets.tables import service_asset_specs, table_asset_specs
 from release_pipelines import settings
 from release_pipelines.canary_sensor import build_canary_sensor
@@ -29,7 +30,8 @@ def product_definitions(product: Product) -> Definitions:
             AssetSpec(AssetKey(["releases", product.name]), group_name="releases",
                       description=f"Release records of {product.name}, one materialization per release."),
         ],
-        jobs=[release, promote, rollback],
+        asset_checks=table_asset_checks(product.manifest, product.directory),
+        jobs=[release, promote, rollback, checks_job(product.manifest)],
         sensors=[
             build_canary_sensor(product, promote, rollback),
             build_failure_sensor(product, [release, promote], rollback),
