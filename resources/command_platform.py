@@ -190,10 +190,7 @@ class CommandPlatform:
 
     def command(self, service: str, operation: str, **values: str | None) -> list[str]:
         """The argv `operation` would run, every value checked; raises UnsafeValueError."""
-        spec = next((s for s in self.manifest.services if s.name == service), None)
-        if spec is None or spec.deploy.command is None:
-            raise DeployError(f"{service!r} has no deploy.command block in the manifest")
-        template: list[str] = getattr(spec.deploy.command, operation)
+        template: list[str] = getattr(self._commands(service), operation)
         values = {"service": service, "product": self.manifest.product, "release_id": self.release_id} | values
         needed = {name for arg in template for name in PLACEHOLDER.findall(arg)}
         for name in sorted(needed):
@@ -210,11 +207,16 @@ class CommandPlatform:
                 )
         return [PLACEHOLDER.sub(lambda m: str(values[m.group(1)]), arg) for arg in template]
 
+    def _commands(self, service: str) -> CommandDeploy:
+        spec = next((s for s in self.manifest.services if s.name == service), None)
+        if spec is None or spec.deploy.command is None:
+            raise DeployError(f"{service!r} has no deploy.command block in the manifest")
+        return spec.deploy.command
+
     def _run(self, service: str, operation: str, log: Log, **values: str | None) -> None:
         argv = self.command(service, operation, **values)
-        spec: CommandDeploy = self.manifest.service(service).deploy.command  # type: ignore[assignment]
         log(f"running: {' '.join(argv)}")
-        result = self.runner.run(argv, spec.timeout_seconds, log)
+        result = self.runner.run(argv, self._commands(service).timeout_seconds, log)
         if result.exit_code != 0:
             raise DeployError(
                 f"{service} {operation} failed: `{' '.join(argv)}` exited with code {result.exit_code}; "

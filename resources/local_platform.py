@@ -28,7 +28,7 @@ from typing import Any
 import httpx
 import psutil
 
-from release_pipelines.manifest import PLACEHOLDER, Manifest, Service
+from release_pipelines.manifest import PLACEHOLDER, LocalDeploy, Manifest, Service
 from resources.platform import (
     VERSION_PATTERN,
     DeployError,
@@ -222,6 +222,9 @@ class LocalPlatform:
             raise DeployError(f"{service} has no deploy.local block in the manifest")
         return spec
 
+    def _local(self, service: str) -> LocalDeploy:
+        return self._spec(service).deploy.local  # type: ignore[return-value]  # _spec checked it
+
     @staticmethod
     def _entry(doc: dict[str, Any], service: str) -> dict[str, Any]:
         entry = doc.setdefault("services", {}).setdefault(service, {})
@@ -258,7 +261,7 @@ class LocalPlatform:
 
     def _drain_and_stop(self, service: str, log: Log) -> None:
         """Let in-flight requests on retired versions finish, then stop them (outside the lock)."""
-        drain = self._spec(service).deploy.local.drain_seconds  # type: ignore[union-attr]
+        drain = self._local(service).drain_seconds
         time.sleep(drain)
         with self.state.update() as doc:
             entry = self._entry(doc, service)
@@ -270,8 +273,7 @@ class LocalPlatform:
     # ------------------------------------------------------------ processes
 
     def _start_version(self, doc: dict[str, Any], spec: Service, version: str, log: Log) -> Proc:
-        local = spec.deploy.local
-        assert local is not None  # checked by _spec
+        local = self._local(spec.name)
         port = _free_port()
         values = {
             "version": version, "port": str(port), "python": sys.executable, "service": spec.name,

@@ -29,7 +29,13 @@ from typing import Any
 
 import httpx
 import uvicorn
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -80,7 +86,9 @@ class Routing:
         return routing
 
     def to_json(self) -> dict[str, Any]:
-        as_dict = lambda b: None if b is None else {"version": b.version, "port": b.port}  # noqa: E731
+        def as_dict(backend: Backend | None) -> dict[str, Any] | None:
+            return None if backend is None else {"version": backend.version, "port": backend.port}
+
         return {"stable": as_dict(self.stable), "canary": as_dict(self.canary), "weight": self.weight}
 
     def choose(self) -> tuple[str, Backend] | None:

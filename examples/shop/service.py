@@ -53,8 +53,8 @@ class Behaviour:
     def for_version(cls, version: str) -> Behaviour:
         bad = "bad" in version
         return cls(
-            error_rate=float(os.environ.get("SHOP_ERROR_RATE", 0.05 if bad else 0.005)),
-            extra_latency_ms=float(os.environ.get("SHOP_EXTRA_LATENCY_MS", 80 if bad else 0)),
+            error_rate=float(os.environ.get("SHOP_ERROR_RATE", "0.05" if bad else "0.005")),
+            extra_latency_ms=float(os.environ.get("SHOP_EXTRA_LATENCY_MS", "80" if bad else "0")),
         )
 
 

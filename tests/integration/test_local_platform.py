@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -66,8 +66,16 @@ def platform(tmp_path: Path) -> Iterator[LocalPlatform]:
     local.stop_all()
 
 
-def _load(url: str, requests: int, concurrency: int = 16):  # noqa: ANN202 - loadgen.LoadResult
+def _load(url: str, requests: int, concurrency: int = 16) -> loadgen.LoadResult:
     return asyncio.run(loadgen.run_load(url, requests=requests, duration_seconds=60, concurrency=concurrency))
+
+
+def _wait_until(condition: Callable[[], bool], seconds: float = 5.0) -> None:
+    """A signal is delivered asynchronously: poll instead of sleeping a fixed time."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
 
 
 def test_first_install_then_canary_share_is_binomial(platform: LocalPlatform) -> None:
@@ -183,13 +191,19 @@ def test_state_survives_new_instance_and_dead_process_is_noticed(platform: Local
     other = LocalPlatform(MANIFEST, SHOP_DIR, tmp_path / "state")
     canary = next(v for v in other.list_versions() if v.role == "canary")
     os.kill(canary.pid, signal.SIGKILL)
-    deadline = time.monotonic() + 5
-    while other.status("catalog").healthy and time.monotonic() < deadline:
-        time.sleep(0.02)
+    _wait_until(lambda: not other.status("catalog").healthy)
     status = other.status("catalog")
     assert not status.healthy and "canary 1.1.0 is not running" in status.detail
     assert [v.alive for v in other.list_versions()] == [True, False]
     assert other.abort("catalog").healthy
+
+    # A dead router comes back on the same port, with the recorded routing.
+    endpoint = other.status("catalog").endpoint
+    router_pid = json.loads(other.state.path.read_text())["services"]["catalog"]["router"]["pid"]
+    os.kill(router_pid, signal.SIGKILL)
+    _wait_until(lambda: "router is not running" in other.status("catalog").detail)
+    assert other.set_weight("catalog", 0).endpoint == endpoint
+    assert dict(_load(f"{endpoint}/products", 20).by_version) == {"1.0.0": 20}
 
 
 def test_dependencies_reach_each_other_through_routers_and_stop_all_leaves_nothing(
