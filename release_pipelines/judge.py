@@ -125,7 +125,7 @@ def judge_overall(
     tolerated = [m.name for m in metrics if m.verdict is Verdict.failed]
     reason = "all metrics passed"
     if tolerated:
-        reason = f"all critical metrics passed; non-critical failing (warning): {', '.join(tolerated)}"
+        reason = f"critical metrics passed; failing non-critical (warning): {', '.join(tolerated)}"
     return OverallVerdict(Verdict.passed, reason, metrics)
 
 
@@ -170,9 +170,11 @@ def judge_resource(
     """
     base = [float(v) for v in baseline]
     can = [float(v) for v in canary]
-    common = dict(name=name, kind=kind, direction=direction, critical=critical, alpha=alpha,
-                  baseline_n=len(base), canary_n=len(can), effect_name="median ratio",
-                  interval_name="sample ratio range")
+    common: dict[str, Any] = {
+        "name": name, "kind": kind, "direction": direction, "critical": critical, "alpha": alpha,
+        "baseline_n": len(base), "canary_n": len(can), "effect_name": "median ratio",
+        "interval_name": "sample ratio range",
+    }
     if len(base) < min_samples or len(can) < min_samples:
         return MetricVerdict(
             verdict=Verdict.inconclusive,

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import pairwise
+from typing import Any
 
 import numpy as np
 
@@ -99,19 +101,20 @@ def ratio_test_path(
     for t in range(steps):
         bn, bk, cn, ck = base_n[..., t], base_k[..., t], can_n[..., t], can_k[..., t]
         live = (bn > 0) & (cn > 0) & (bk + ck > 0)
-        odds = np.where(live, cn, 1.0) / np.where(live, bn, 1.0)
-        # log Binomial(ck | bk + ck, p) up to a constant, p = odds R / (1 + odds R)
-        step = ck[..., None] * LOG_RATIO_GRID - (bk + ck)[..., None] * np.log1p(odds[..., None] * _RATIOS)
+        odds = (np.where(live, cn, 1.0) / np.where(live, bn, 1.0))[..., None]
+        # log Binomial(ck | bk + ck, p) up to a constant, with p = odds R / (1 + odds R)
+        step = ck[..., None] * LOG_RATIO_GRID - (bk + ck)[..., None] * np.log1p(odds * _RATIOS)
         log_lik += np.where(live[..., None], step, 0.0)
         top = log_lik.max(axis=-1)
         scaled = np.exp(log_lik - top[..., None])
         best_e = np.maximum(best_e, top + np.log(scaled @ fail_prior) - log_lik[..., _NO_CHANGE])
         inside = log_lik > (top + np.log(scaled @ _PRIOR) - threshold)[..., None]
-        low_i = np.maximum(low_i, np.argmax(inside, axis=-1) - 1)  # one step wider: the true
-        high_i = np.minimum(high_i, size - np.argmax(inside[..., ::-1], axis=-1))  # set is continuous
-        e_value[..., t] = np.exp(np.minimum(best_e, 700.0))  # beyond that: overwhelming
-        lower[..., t] = np.where(low_i <= 0, 0.0, _RATIOS[np.clip(low_i, 0, None)])
-        upper[..., t] = np.where(high_i >= size - 1, np.inf, _RATIOS[np.clip(high_i, None, size - 1)])
+        # widen by one grid step each side: the true set is an interval between grid points
+        low_i = np.maximum(low_i, np.argmax(inside, axis=-1) - 1)
+        high_i = np.minimum(high_i, size - np.argmax(inside[..., ::-1], axis=-1))
+        e_value[..., t] = np.exp(np.minimum(best_e, 700.0))  # e^700: overwhelming anyway
+        lower[..., t] = np.where(low_i <= 0, 0.0, _RATIOS[np.clip(low_i, 0, size - 1)])
+        upper[..., t] = np.where(high_i >= size - 1, np.inf, _RATIOS[np.clip(high_i, 0, size - 1)])
     within = {
         Direction.increase: upper < tolerance,
         Direction.decrease: lower > 1 / tolerance,
@@ -142,13 +145,13 @@ def buckets_from_cumulative(snapshots: Sequence[tuple[int, int]]) -> list[Bucket
     restart), so its new value is the interval's count, as Prometheus' increase() assumes.
     """
     buckets = []
-    for (prev_n, prev_k), (n, k) in zip(snapshots, snapshots[1:]):
+    for (prev_n, prev_k), (n, k) in pairwise(snapshots):
         reset = n < prev_n or k < prev_k
         buckets.append(Bucket(n if reset else n - prev_n, k if reset else k - prev_k))
     return buckets
 
 
-def _fmt_interval(lower: float, upper: float) -> str:
+def format_interval(lower: float, upper: float) -> str:
     return f"[{lower:.2f}, {'inf' if np.isinf(upper) else f'{upper:.2f}'}]"
 
 
@@ -178,9 +181,11 @@ def judge_errors(
     base_k = sum(b.errors for b in baseline)
     can_n = sum(b.requests for b in canary)
     can_k = sum(b.errors for b in canary)
-    common = dict(name=name, kind=MetricKind.errors, direction=direction, critical=critical,
-                  alpha=alpha, baseline_n=base_n, canary_n=can_n, effect_name="error rate ratio",
-                  interval_name=f"{1 - alpha:.0%} confidence sequence")
+    common: dict[str, Any] = {
+        "name": name, "kind": MetricKind.errors, "direction": direction, "critical": critical,
+        "alpha": alpha, "baseline_n": base_n, "canary_n": can_n, "effect_name": "error rate ratio",
+        "interval_name": f"{1 - alpha:.0%} confidence sequence",
+    }
     if base_n == 0 or can_n == 0:
         return MetricVerdict(verdict=Verdict.inconclusive, reason=(
             f"no requests yet ({can_n} canary / {base_n} baseline): nothing to compare"), **common)
@@ -198,7 +203,7 @@ def judge_errors(
     ratio_text = "n/a" if np.isnan(ratio) else "inf" if np.isinf(ratio) else f"{ratio:.2f}x"
     reason = (
         f"error rate {can_rate:.2%} vs {base_rate:.2%} (ratio {ratio_text}, "
-        f"{1 - alpha:.0%} CS {_fmt_interval(lower, upper)}) after {can_n} canary / {base_n} "
+        f"{1 - alpha:.0%} CS {format_interval(lower, upper)}) after {can_n} canary / {base_n} "
         f"baseline requests: {outcome_phrase(verdict, e_value, alpha, tolerance, direction)}"
     )
     if base_k + can_k == 0:

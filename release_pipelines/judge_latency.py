@@ -16,6 +16,9 @@ Inputs, one entry per look, oldest first: `LatencyLook` with the samples (ms) th
 since the previous look, or `HistogramLook` with Prometheus cumulative histogram counters
 (le in seconds -> count, +Inf = total) read at that look; the first histogram look is only the
 starting point. With histograms tau is a bucket boundary: the highest one at or below the p95.
+
+Direction `decrease` fails a canary with significantly *fewer* slow requests (a tail ratio
+below 1), for metrics where faster is suspicious; `either` fails both.
 """
 
 from __future__ import annotations
@@ -23,13 +26,17 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
+from typing import Any
 
 import numpy as np
 
 from release_pipelines.judge import MetricVerdict, Verdict
-from release_pipelines.judge_errors import CODES, _fmt_interval, outcome_phrase, ratio_test_path
+from release_pipelines.judge_errors import CODES, format_interval, outcome_phrase, ratio_test_path
 from release_pipelines.manifest import Direction, MetricKind
 
+MIN_SAMPLES = 20
+"""Baseline samples needed before the first threshold is set (earlier looks are warm-up)."""
 ROUTER_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1, 2.5, 5, 10)
 """Histogram boundaries (seconds) the project's router exposes."""
 
@@ -62,7 +69,7 @@ class TailCounts:
 
 
 def tail_counts(
-    looks: Sequence[LatencyLook], *, quantile: float = 0.95, min_samples: int = 20,
+    looks: Sequence[LatencyLook], *, quantile: float = 0.95, min_samples: int = MIN_SAMPLES,
     freeze_after: int = 1000,
 ) -> TailCounts:
     """Count, per look, the samples above the baseline quantile of the previous looks."""
@@ -102,7 +109,7 @@ def _boundary_below(cumulative: Mapping[float, float], quantile: float) -> float
 
 
 def histogram_tail_counts(
-    looks: Sequence[HistogramLook], *, quantile: float = 0.95, min_samples: int = 20,
+    looks: Sequence[HistogramLook], *, quantile: float = 0.95, min_samples: int = MIN_SAMPLES,
     freeze_after: int = 1000,
 ) -> TailCounts:
     """Like `tail_counts`, from cumulative histogram reads (one row per read after the first)."""
@@ -114,7 +121,7 @@ def histogram_tail_counts(
                 raise ValueError(f"look {i}: {side} histogram boundaries differ from the first "
                                  "baseline read; both sides need the same buckets")
     rows, tau = [], math.nan
-    for before, now in zip(looks, looks[1:]):
+    for before, now in pairwise(looks):
         seen = before.baseline[math.inf]
         if seen >= min_samples and (math.isnan(tau) or seen < freeze_after):
             tau = _boundary_below(before.baseline, quantile)
@@ -145,8 +152,9 @@ def histogram_quantile(cumulative: Mapping[float, float], quantile: float) -> fl
 
 
 def judge_latency(
-    looks: Sequence[LatencyLook], *, name: str = "latency", direction: Direction = Direction.increase,
-    critical: bool = True, alpha: float = 0.05, tolerance: float = 1.5, quantile: float = 0.95,
+    looks: Sequence[LatencyLook], *, name: str = "latency",
+    direction: Direction = Direction.increase, critical: bool = True, alpha: float = 0.05,
+    tolerance: float = 1.5, quantile: float = 0.95,
 ) -> MetricVerdict:
     """Judge latency samples (ms) per look. PASS: tail ratio bounded below `tolerance`."""
     counts = tail_counts(looks, quantile=quantile)
@@ -187,12 +195,14 @@ def _verdict(
     base_n, can_n = int(counts.baseline_n.sum()), int(counts.canary_n.sum())
     base_k, can_k = int(counts.baseline_k.sum()), int(counts.canary_k.sum())
     pct = f"p{quantile * 100:g}"
-    common = dict(name=name, kind=MetricKind.latency, direction=direction, critical=critical,
-                  alpha=alpha, baseline_n=base_n, canary_n=can_n,
-                  effect_name=f"ratio of shares slower than the baseline {pct}",
-                  interval_name=f"{1 - alpha:.0%} confidence sequence")
+    common: dict[str, Any] = {
+        "name": name, "kind": MetricKind.latency, "direction": direction, "critical": critical,
+        "alpha": alpha, "baseline_n": base_n, "canary_n": can_n,
+        "effect_name": f"ratio of shares slower than the baseline {pct}",
+        "interval_name": f"{1 - alpha:.0%} confidence sequence",
+    }
     if base_n == 0 or can_n == 0:
-        why = (f"baseline has {warmup_seen:g} samples, the {pct} threshold needs 20"
+        why = (f"baseline has {warmup_seen:g} samples, the {pct} threshold needs {MIN_SAMPLES}"
                if np.isnan(counts.threshold_ms).all()
                else f"no samples yet after warm-up ({can_n} canary / {base_n} baseline)")
         return MetricVerdict(verdict=Verdict.inconclusive, reason=f"{name}: {why}", **common)
@@ -209,11 +219,12 @@ def _verdict(
         f"{pct} {can_q:.0f} ms vs {base_q:.0f} ms ({shift:.2f}x); {can_share:.1%} vs "
         f"{base_share:.1%} slower than {tau:.0f} ms (ratio "
         f"{'n/a' if math.isnan(ratio) else f'{ratio:.2f}x'}, {1 - alpha:.0%} CS "
-        f"{_fmt_interval(lower, upper)}) after {can_n} canary / {base_n} baseline samples: "
+        f"{format_interval(lower, upper)}) after {can_n} canary / {base_n} baseline samples: "
         f"{outcome_phrase(verdict, e_value, alpha, tolerance, direction)}"
     )
     details = {f"baseline_{pct}_ms": base_q, f"canary_{pct}_ms": can_q, "quantile_ratio": shift,
                "threshold_ms": tau, "baseline_slow": base_k, "canary_slow": can_k,
                "tolerance": tolerance}
-    return MetricVerdict(verdict=verdict, reason=reason, effect=None if math.isnan(ratio) else ratio,
-                         interval=(lower, upper), e_value=e_value, details=details, **common)
+    effect = None if math.isnan(ratio) else ratio
+    return MetricVerdict(verdict=verdict, reason=reason, effect=effect, interval=(lower, upper),
+                         e_value=e_value, details=details, **common)

@@ -1,4 +1,4 @@
-"""`release judge` on small files: JSON verdicts, exit 0 whatever the verdict, clear bad-input errors."""
+"""`release judge` on small files: JSON verdicts, exit 0 on any verdict, clear bad-input errors."""
 
 from __future__ import annotations
 
@@ -46,7 +46,8 @@ def test_direction_option(tmp_path, direction, expected):
 
 
 def test_too_little_data_is_inconclusive_and_exits_0(tmp_path):
-    result = run(tmp_path, buckets(10, 0, 2), buckets(10, 0, 2), "--kind", "errors", "--alpha", "0.01")
+    result = run(tmp_path, buckets(10, 0, 2), buckets(10, 0, 2), "--kind", "errors",
+                 "--alpha", "0.01")
     assert result.exit_code == 0
     data = json.loads(result.output)
     assert data["verdict"] == "inconclusive" and data["alpha"] == 0.01

@@ -251,8 +251,8 @@ def test_resource_direction(direction, baseline, canary, expected):
 
 
 def metric(verdict: Verdict, critical: bool = True, name: str = "m") -> MetricVerdict:
-    return MetricVerdict(name=name, kind=MetricKind.errors, verdict=verdict, reason=f"{name} said so",
-                         critical=critical)
+    return MetricVerdict(name=name, kind=MetricKind.errors, verdict=verdict,
+                         reason=f"{name} said so", critical=critical)
 
 
 P, F, I = Verdict.passed, Verdict.failed, Verdict.inconclusive
@@ -345,7 +345,8 @@ def histogram_reads(rng: np.random.Generator, scale: float, ticks: int) -> list[
     for _ in range(ticks):
         for side, factor in (("baseline", 1.0), ("canary", scale)):
             seconds = factor * rng.lognormal(math.log(0.1), 0.5, rng.integers(50, 201))
-            totals[side] += np.append([np.count_nonzero(seconds <= b) for b in bounds], seconds.size)
+            below = [np.count_nonzero(seconds <= b) for b in bounds]
+            totals[side] += np.append(below, seconds.size)
         reads.append(HistogramLook(
             *({**dict(zip(ROUTER_BUCKETS, totals[s][:-1])), math.inf: totals[s][-1]}
               for s in ("baseline", "canary"))))
