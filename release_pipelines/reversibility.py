@@ -1,0 +1,119 @@
+"""Know before launch which revisions can be downgraded.
+
+A revision whose ``downgrade()`` does nothing (only ``pass``, ``...``, a docstring, or a bare
+``raise NotImplementedError``) cannot be rolled back; a release containing one needs another
+rollback plan, chosen in the manifest before launch. Reads the files with `ast`: never imports
+or runs them.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from release_pipelines.errors import Problem
+from release_pipelines.manifest import Database, RollbackStrategy
+
+
+@dataclass(frozen=True)
+class Reversibility:
+    revision: str
+    path: str
+    reversible: bool
+    reason: str | None = None
+
+
+class HasReversibility(Protocol):
+    revision: str
+    reversible: bool
+
+
+def _is_noop(statement: ast.stmt) -> bool:
+    if isinstance(statement, ast.Pass):
+        return True
+    return isinstance(statement, ast.Expr) and isinstance(
+        statement.value, ast.Constant
+    )  # docstring, `...`
+
+
+def _raises_not_implemented(statement: ast.stmt) -> bool:
+    if not isinstance(statement, ast.Raise) or statement.exc is None:
+        return False
+    target = statement.exc.func if isinstance(statement.exc, ast.Call) else statement.exc
+    return isinstance(target, ast.Name) and target.id == "NotImplementedError"
+
+
+def _module_string(tree: ast.Module, name: str) -> str | None:
+    for node in tree.body:
+        if isinstance(node, ast.Assign | ast.AnnAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            if any(isinstance(t, ast.Name) and t.id == name for t in targets):
+                value = node.value
+                return (
+                    value.value
+                    if isinstance(value, ast.Constant) and isinstance(value.value, str)
+                    else None
+                )
+    return None
+
+
+def analyze_revision_file(path: str | Path) -> Reversibility:
+    """Whether one revision file's downgrade() does anything, with the reason when it does not."""
+    path = Path(path)
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    except SyntaxError as exc:
+        return Reversibility(
+            path.stem, str(path), False, f"cannot parse {path.name}: line {exc.lineno}: {exc.msg}"
+        )
+    revision = _module_string(tree, "revision") or path.stem
+    downgrade = next(
+        (n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "downgrade"), None
+    )
+    if downgrade is None:
+        return Reversibility(revision, str(path), False, "no downgrade() function")
+    body = [s for s in downgrade.body if not _is_noop(s)]
+    where = f"{path.name}:{downgrade.lineno}"
+    if not body:
+        return Reversibility(revision, str(path), False, f"downgrade() is empty ({where})")
+    if len(body) == 1 and _raises_not_implemented(body[0]):
+        return Reversibility(
+            revision, str(path), False, f"downgrade() raises NotImplementedError ({where})"
+        )
+    return Reversibility(revision, str(path), True)
+
+
+def analyze_script_location(script_location: str | Path) -> list[Reversibility]:
+    """Every revision file under `<script_location>/versions`, sorted by file name."""
+    versions = Path(script_location) / "versions"
+    return [
+        analyze_revision_file(p) for p in sorted(versions.glob("*.py")) if p.name != "__init__.py"
+    ]
+
+
+def _reason(revision: HasReversibility) -> str | None:
+    """Reversibility calls it `reason`, the runner's RevisionInfo `irreversible_reason`."""
+    return getattr(revision, "reason", None) or getattr(revision, "irreversible_reason", None)
+
+
+def check_rollback_plan(database: Database, revisions: Iterable[HasReversibility]) -> list[Problem]:
+    """A problem per irreversible pending revision when the database's rollback is `downgrade`."""
+    if database.rollback != RollbackStrategy.downgrade:
+        return []
+    return [
+        Problem(
+            path=f"databases.{database.name}.rollback",
+            message=(
+                f"revision {r.revision} cannot be downgraded"
+                + (f" ({_reason(r)})" if _reason(r) else "")
+                + "; set rollback: roll-forward (fix forward with a new revision) or "
+                "rollback: snapshot (copy the affected tables before the migration) for "
+                f"database {database.name}, or write its downgrade()"
+            ),
+        )
+        for r in revisions
+        if not r.reversible
+    ]

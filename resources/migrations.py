@@ -1,0 +1,497 @@
+"""Run an Alembic project's revisions as release steps, one revision at a time, safely.
+
+Each revision is applied by its own Alembic command on a fresh connection that carries
+`lock_timeout`, `statement_timeout` and an `application_name`; a revision that cannot get its
+locks is rolled back and retried with backoff (see `migration_safety` for why). The project's
+env.py must use the connection passed in ``config.attributes["connection"]`` (the Alembic
+cookbook pattern; examples/shop/migrations/env.py does) or the timeouts do not apply.
+
+Phases: every revision module declares ``phase = "expand"`` (safe while the old release runs) or
+``"contract"``; ``upgrade("expand-head")`` stops before the first revision that is not expand.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.pool import NullPool
+
+from release_pipelines.manifest import Database
+from release_pipelines.reversibility import analyze_revision_file
+from resources.database_url import normalize_url, redact, resolve_url
+from resources.migration_safety import (
+    MigrationError,
+    Session,
+    advisory_lock,
+    backoff_delay,
+    drop_invalid_indexes,
+    invalid_indexes,
+    is_retryable,
+    lock_holders,
+    precheck,
+    sqlstate,
+)
+
+Log = Callable[[str], None]
+EXPAND_HEAD = "expand-head"
+# Statements that legitimately run long (but hold only weak locks): they get the long timeout.
+_LONG_STATEMENT = re.compile(
+    r"^\s*(CREATE\s+(UNIQUE\s+)?INDEX|REINDEX|ALTER\s+TABLE\b.*\bVALIDATE\s+CONSTRAINT)",
+    re.IGNORECASE | re.DOTALL,
+)
+# Alembic's own bookkeeping and catalog introspection: not part of a revision's statements.
+_BOOKKEEPING = re.compile(
+    r"^\s*(PRAGMA\b|SELECT\b).*\b(pg_catalog|alembic_version|sqlite_master)\b",
+    re.IGNORECASE | re.DOTALL,
+)
+
+
+class MigrationLockTimeout(MigrationError):
+    """A revision could not get its locks within its retries; names who held them."""
+
+
+class MigrationFailed(MigrationError):
+    """A revision failed for another reason than a lock wait; it was not retried."""
+
+
+@dataclass(frozen=True)
+class RevisionInfo:
+    revision: str
+    down_revision: str | tuple[str, ...] | None
+    phase: str | None
+    doc: str
+    path: str
+    reversible: bool
+    irreversible_reason: str | None = None
+    lint_suppress: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RevisionResult:
+    revision: str
+    from_revision: str | None
+    to_revision: str | None
+    statements: list[str]
+    duration_s: float
+    attempts: int = 1
+
+
+def alembic_config(
+    script_location: str | Path, connection: Connection | None = None, url: str | None = None
+) -> Config:
+    """A file-less Alembic Config: the runner never writes alembic.ini or URLs to disk."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(script_location).replace("%", "%%"))
+    if connection is not None:
+        cfg.attributes["connection"] = connection
+    if url is not None:
+        cfg.attributes["url"] = url
+    return cfg
+
+
+def load_revisions(script_location: str | Path) -> list[RevisionInfo]:
+    """Every revision of a linear Alembic history, base first."""
+    location = Path(script_location)
+    if not (location / "env.py").is_file():
+        raise MigrationError(f"{location} is not an Alembic project (no env.py there)")
+    scripts = ScriptDirectory.from_config(alembic_config(location))
+    heads = scripts.get_heads()
+    if len(heads) > 1:
+        raise MigrationError(
+            f"{location} has {len(heads)} heads ({', '.join(sorted(heads))}): merge them with "
+            "`alembic merge heads` before releasing"
+        )
+    infos = []
+    for script in reversed(list(scripts.walk_revisions())):
+        reversibility = analyze_revision_file(script.path)
+        phase = getattr(script.module, "phase", None)
+        infos.append(
+            RevisionInfo(
+                revision=script.revision,
+                down_revision=script.down_revision,
+                phase=phase if phase in ("expand", "contract") else None,
+                doc=script.doc,
+                path=script.path,
+                reversible=reversibility.reversible,
+                irreversible_reason=reversibility.reason,
+                lint_suppress=dict(getattr(script.module, "lint_suppress", {}) or {}),
+            )
+        )
+    return infos
+
+
+class MigrationRunner:
+    """Applies pending revisions of one database under the safety rules of `migration_safety`."""
+
+    def __init__(
+        self,
+        script_location: str | Path,
+        url: str,
+        lock_timeout_ms: int = 1000,
+        statement_timeout_ms: int = 5000,
+        retries: int = 10,
+        application_name: str | None = None,
+        *,
+        long_statement_timeout_ms: int = 3_600_000,
+        backoff_base_s: float = 0.1,
+        backoff_max_s: float = 60.0,
+        lock_wait_s: float = 30.0,
+        max_transaction_age_s: float = 60.0,
+    ):
+        self.script_location = Path(script_location)
+        self.url = normalize_url(url)
+        try:
+            parsed = make_url(self.url)
+        except ArgumentError:
+            raise MigrationError(
+                f"not a database URL: {redact(url)}; expected e.g. postgresql://user@host/db"
+            ) from None
+        self.database = parsed.database or "<database>"
+        self.is_postgres = parsed.get_backend_name() == "postgresql"
+        self.lock_timeout_ms = lock_timeout_ms
+        self.statement_timeout_ms = statement_timeout_ms
+        self.long_statement_timeout_ms = long_statement_timeout_ms
+        self.retries = retries
+        self.application_name = (application_name or f"release-migrations:{self.database}")[:63]
+        self.backoff_base_s = backoff_base_s
+        self.backoff_max_s = backoff_max_s
+        self.lock_wait_s = lock_wait_s
+        self.max_transaction_age_s = max_transaction_age_s
+        self._rng = random.Random()
+
+    @classmethod
+    def for_database(
+        cls,
+        database: Database,
+        manifest_dir: str | Path,
+        environ: Mapping[str, str] | None = None,
+        **options: Any,
+    ) -> MigrationRunner:
+        """The runner for a manifest database: migrations are relative to the manifest file."""
+        return cls(
+            Path(manifest_dir) / database.migrations, resolve_url(database.url, environ), **options
+        )
+
+    def __repr__(self) -> str:
+        return f"MigrationRunner({str(self.script_location)!r}, {redact(self.url)!r})"
+
+    # ------------------------------------------------------------ reading state
+
+    def revisions(self) -> list[RevisionInfo]:
+        return load_revisions(self.script_location)
+
+    def heads(self) -> list[str]:
+        return list(ScriptDirectory.from_config(alembic_config(self.script_location)).get_heads())
+
+    def current(self) -> str | None:
+        engine = self._engine()
+        try:
+            with engine.connect() as conn:
+                return MigrationContext.configure(conn).get_current_revision()
+        finally:
+            engine.dispose()
+
+    def pending(self, phase: str | None = None) -> list[RevisionInfo]:
+        """Revisions after the database's current one, oldest first, optionally of one phase."""
+        return [
+            r
+            for r in self._after(self.revisions(), self.current())
+            if phase is None or r.phase == phase
+        ]
+
+    # ------------------------------------------------------------ changing state
+
+    def upgrade(self, target: str = EXPAND_HEAD, log: Log | None = None) -> list[RevisionResult]:
+        """Apply pending revisions up to `target`: "expand-head" (every pending expand revision,
+        stopping before the first other one), "head", or a revision id."""
+        log = log or (lambda _message: None)
+        revisions = self.revisions()
+        with self._guarded(log) as control:
+            pending = self._after(revisions, self._current_on(control))
+            steps = self._select(pending, target, revisions)
+            if not steps:
+                log(f"{self.database}: nothing to apply for {target}")
+            return [self._apply(control, info, "upgrade", info.revision, log) for info in steps]
+
+    def upgrade_contract(self, log: Log | None = None) -> list[RevisionResult]:
+        """Apply everything pending, contract revisions included (after the old release is gone)."""
+        return self.upgrade("head", log)
+
+    def downgrade(self, target: str, log: Log | None = None) -> list[RevisionResult]:
+        """Step down revision by revision to `target` (a revision id or "base"); refuses before
+        touching anything if a revision on the way has an empty downgrade()."""
+        log = log or (lambda _message: None)
+        revisions = self.revisions()
+        by_id = {r.revision: r for r in revisions}
+        if target != "base" and target not in by_id:
+            raise MigrationError(f"unknown revision {target!r} in {self.script_location}")
+        with self._guarded(log) as control:
+            current = self._current_on(control)
+            steps: list[RevisionInfo] = []
+            cursor = current
+            while cursor is not None and cursor != target:
+                steps.append(by_id[cursor])
+                down = by_id[cursor].down_revision
+                cursor = down if isinstance(down, str) or down is None else down[0]
+            if target != "base" and cursor != target:
+                raise MigrationError(
+                    f"{target} is not below the current revision {current} of {self.database}"
+                )
+            blocked = [s for s in steps if not s.reversible]
+            if blocked:
+                raise MigrationError(
+                    "cannot downgrade "
+                    + self.database
+                    + ": "
+                    + "; ".join(
+                        f"revision {s.revision} is irreversible ({s.irreversible_reason})"
+                        for s in blocked
+                    )
+                    + ". Roll forward with a new revision or restore the snapshot instead."
+                )
+            return [
+                self._apply(control, info, "downgrade", _down_target(info), log) for info in steps
+            ]
+
+    # ------------------------------------------------------------ internals
+
+    @staticmethod
+    def _after(revisions: list[RevisionInfo], current: str | None) -> list[RevisionInfo]:
+        ids = [r.revision for r in revisions]
+        if current is not None and current not in ids:
+            raise MigrationError(
+                f"the database is at revision {current}, which this Alembic project does not know; "
+                "is --script-location the project that migrated this database?"
+            )
+        return revisions[ids.index(current) + 1 :] if current is not None else revisions
+
+    def _select(
+        self, pending: list[RevisionInfo], target: str, revisions: list[RevisionInfo]
+    ) -> list[RevisionInfo]:
+        if target == EXPAND_HEAD:
+            steps = []
+            for info in pending:
+                if info.phase != "expand":
+                    break
+                steps.append(info)
+            return steps
+        if target in ("head", "heads"):
+            return pending
+        ids = [r.revision for r in pending]
+        if target in ids:
+            return pending[: ids.index(target) + 1]
+        if any(r.revision == target for r in revisions):
+            return []  # already applied
+        raise MigrationError(
+            f"unknown revision {target!r} in {self.script_location}; use expand-head, head or one of: "
+            + ", ".join(r.revision for r in revisions)
+        )
+
+    def _engine(self, autocommit: bool = False) -> Engine:
+        options: dict[str, Any] = {"poolclass": NullPool}
+        if self.is_postgres:
+            options["connect_args"] = {
+                "application_name": self.application_name,
+                "options": f"-c lock_timeout={self.lock_timeout_ms} -c statement_timeout={self.statement_timeout_ms}",
+            }
+        elif make_url(self.url).get_backend_name() == "sqlite" and make_url(self.url).database:
+            Path(make_url(self.url).database).parent.mkdir(parents=True, exist_ok=True)
+        if autocommit:
+            options["isolation_level"] = "AUTOCOMMIT"
+        return create_engine(self.url, **options)
+
+    @contextmanager
+    def _guarded(self, log: Log) -> Iterator[Connection | None]:
+        """Hold the migration lock and pass the pre-check; yields the AUTOCOMMIT control
+        connection (None on SQLite, which has neither the lock nor the catalog views)."""
+        if not self.is_postgres:
+            yield None
+            return
+        engine = self._engine(autocommit=True)
+        try:
+            with (
+                engine.connect() as control,
+                advisory_lock(control, self.database, self.lock_wait_s),
+            ):
+                log(f"{self.database}: migration lock taken")
+                precheck(control, self.database, self.max_transaction_age_s)
+                yield control
+        finally:
+            engine.dispose()
+
+    def _current_on(self, control: Connection | None) -> str | None:
+        if control is None:
+            return self.current()
+        return MigrationContext.configure(control).get_current_revision()
+
+    def _apply(
+        self, control: Connection | None, info: RevisionInfo, direction: str, dest: str, log: Log
+    ) -> RevisionResult:
+        """Run one revision step, retrying the whole revision on lock timeouts."""
+        engine = self._engine()
+        statements: list[tuple[str, bool]] = []
+        self._instrument(engine, statements)
+        invalid_before = invalid_indexes(control) if control is not None else set()
+        leftover: set[str] = set()
+        from_rev = self._current_on(control)
+        attempt = 0
+        try:
+            while True:
+                attempt += 1
+                statements.clear()
+                started = time.monotonic()
+                try:
+                    leftover = self._drop_leftovers(control, leftover, info, log)
+                    with engine.connect() as conn:
+                        cfg = alembic_config(self.script_location, connection=conn)
+                        (command.upgrade if direction == "upgrade" else command.downgrade)(
+                            cfg, dest
+                        )
+                        if conn.in_transaction():
+                            conn.commit()
+                except Exception as exc:
+                    if control is not None:
+                        leftover |= invalid_indexes(control) - invalid_before
+                    if not (is_retryable(exc) or isinstance(exc, MigrationLockTimeout)):
+                        raise self._failed(info, direction, from_rev, statements, exc) from exc
+                    if attempt > self.retries:
+                        raise self._timed_out(
+                            control, info, direction, from_rev, statements, attempt, leftover
+                        ) from exc
+                    delay = backoff_delay(
+                        attempt - 1, self.backoff_base_s, self.backoff_max_s, self._rng
+                    )
+                    log(
+                        f"{info.revision}: lock not available ({_first_line(exc)}); retry {attempt}/{self.retries} in {delay:.2f} s"
+                    )
+                    time.sleep(delay)
+                    continue
+                duration = time.monotonic() - started
+                log(
+                    f"{info.revision}: {direction} done in {duration:.2f} s ({len(statements)} statements)"
+                )
+                return RevisionResult(
+                    info.revision,
+                    from_rev,
+                    self._current_on(control),
+                    [s for s, _ in statements],
+                    duration,
+                    attempt,
+                )
+        finally:
+            engine.dispose()
+
+    @staticmethod
+    def _drop_leftovers(
+        control: Connection | None, leftover: set[str], info: RevisionInfo, log: Log
+    ) -> set[str]:
+        """Drop the INVALID indexes a failed attempt left, so the retry can build them again."""
+        if not leftover or control is None:
+            return leftover
+        remaining = drop_invalid_indexes(control, leftover)
+        if leftover - remaining:
+            log(
+                f"{info.revision}: dropped INVALID index(es) {', '.join(sorted(leftover - remaining))} left by the failed attempt"
+            )
+        if remaining:
+            raise MigrationLockTimeout(
+                f"could not drop INVALID index(es) {', '.join(sorted(remaining))} yet"
+            )
+        return remaining
+
+    def _instrument(self, engine: Engine, statements: list[tuple[str, bool]]) -> None:
+        """Record the revision's statements and give index builds/validations the long timeout."""
+
+        @event.listens_for(engine, "before_cursor_execute")
+        def _before(conn, cursor, statement, parameters, context, executemany):
+            if _BOOKKEEPING.match(statement):
+                return
+            autocommit = conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT"
+            statements.append(
+                (
+                    statement.strip() + (f"\n-- parameters: {parameters!r}" if parameters else ""),
+                    autocommit,
+                )
+            )
+            if self.is_postgres and _LONG_STATEMENT.match(statement):
+                cursor.execute(f"SET statement_timeout = {int(self.long_statement_timeout_ms)}")
+
+        @event.listens_for(engine, "after_cursor_execute")
+        def _after(conn, cursor, statement, parameters, context, executemany):
+            if self.is_postgres and _LONG_STATEMENT.match(statement):
+                cursor.execute(f"SET statement_timeout = {int(self.statement_timeout_ms)}")
+
+    def _state_note(self, from_rev: str | None, statements: list[tuple[str, bool]]) -> str:
+        committed = [s for s, autocommit in statements[:-1] if autocommit]
+        note = f"alembic_version is still {from_rev or '<base>'}; the revision's transaction rolled back"
+        if committed:
+            note += (
+                "; these statements ran outside it (autocommit block) and stay applied: "
+                + "; ".join(" ".join(s.split())[:120] for s in committed)
+            )
+        return note
+
+    def _failed(
+        self,
+        info: RevisionInfo,
+        direction: str,
+        from_rev: str | None,
+        statements: list[tuple[str, bool]],
+        exc: BaseException,
+    ) -> MigrationError:
+        last = " ".join(statements[-1][0].split())[:300] if statements else "<before any statement>"
+        code = sqlstate(exc)
+        return MigrationFailed(
+            f"{direction} of revision {info.revision} on {self.database} failed at statement `{last}`: "
+            f"{_first_line(exc)}{f' (SQLSTATE {code})' if code else ''}. "
+            f"{self._state_note(from_rev, statements)}. Fix the revision ({info.path}) and run again."
+        )
+
+    def _timed_out(
+        self,
+        control: Connection | None,
+        info: RevisionInfo,
+        direction: str,
+        from_rev: str | None,
+        statements: list[tuple[str, bool]],
+        attempts: int,
+        leftover: set[str],
+    ) -> MigrationError:
+        last = " ".join(statements[-1][0].split())[:300] if statements else "<before any statement>"
+        blockers: list[Session] = lock_holders(control) if control is not None else []
+        who = "; ".join(b.describe() for b in blockers) or "no session holds table locks any more"
+        message = (
+            f"{direction} of revision {info.revision} on {self.database} could not get its locks after "
+            f"{attempts} attempts (lock_timeout {self.lock_timeout_ms} ms) at statement `{last}`. "
+            f"Blocking: {who}. {self._state_note(from_rev, statements)}. "
+            "Wait for or end the blocking session(s) (SELECT pg_terminate_backend(pid)), then run again."
+        )
+        if leftover:
+            message += f" INVALID index(es) still present: {', '.join(sorted(leftover))}: drop them with DROP INDEX CONCURRENTLY."
+        return MigrationLockTimeout(message)
+
+
+def _down_target(info: RevisionInfo) -> str:
+    down = info.down_revision
+    if down is None:
+        return "base"
+    return down if isinstance(down, str) else down[0]
+
+
+def _first_line(exc: BaseException) -> str:
+    text_ = str(getattr(exc, "orig", None) or exc).strip()
+    return text_.splitlines()[0] if text_ else type(exc).__name__

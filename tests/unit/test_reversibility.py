@@ -1,0 +1,83 @@
+"""Irreversible revisions are known before launch, and the rollback plan must account for them."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from release_pipelines.manifest import Database, RollbackStrategy
+from release_pipelines.reversibility import (
+    analyze_revision_file,
+    analyze_script_location,
+    check_rollback_plan,
+)
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "shop" / "migrations"
+
+
+def revision_file(tmp_path: Path, downgrade: str) -> Path:
+    path = tmp_path / "0009_x.py"
+    path.write_text(
+        'revision = "0009_x"\ndown_revision = None\n\ndef upgrade():\n    pass\n\n'
+        + textwrap.dedent(downgrade)
+    )
+    return path
+
+
+@pytest.mark.parametrize(
+    "downgrade, reason",
+    [
+        ("def downgrade():\n    pass\n", "downgrade() is empty"),
+        ('def downgrade():\n    """Nothing to undo."""\n', "downgrade() is empty"),
+        ('def downgrade():\n    """Data is gone."""\n    pass\n', "downgrade() is empty"),
+        ("def downgrade():\n    ...\n", "downgrade() is empty"),
+        (
+            "def downgrade():\n    raise NotImplementedError('no way back')\n",
+            "raises NotImplementedError",
+        ),
+        ("", "no downgrade() function"),
+    ],
+)
+def test_empty_downgrades_are_irreversible(tmp_path: Path, downgrade: str, reason: str) -> None:
+    result = analyze_revision_file(revision_file(tmp_path, downgrade))
+    assert result.revision == "0009_x"
+    assert not result.reversible
+    assert reason in (result.reason or "")
+
+
+def test_a_downgrade_that_does_something_is_reversible(tmp_path: Path) -> None:
+    result = analyze_revision_file(
+        revision_file(tmp_path, 'def downgrade():\n    """Undo."""\n    op.drop_column("t", "c")\n')
+    )
+    assert result.reversible and result.reason is None
+
+
+def test_example_revisions_are_all_reversible() -> None:
+    report = analyze_script_location(EXAMPLE)
+    assert len(report) == 6
+    assert all(r.reversible for r in report)
+
+
+def _database(rollback: RollbackStrategy) -> Database:
+    return Database(
+        name="shop_db", url="${SHOP_DB_URL}", migrations="migrations", rollback=rollback
+    )
+
+
+def test_rollback_plan_refuses_downgrade_over_an_irreversible_revision(tmp_path: Path) -> None:
+    irreversible = analyze_revision_file(revision_file(tmp_path, "def downgrade():\n    pass\n"))
+    (problem,) = check_rollback_plan(_database(RollbackStrategy.downgrade), [irreversible])
+    assert problem.path == "databases.shop_db.rollback"
+    assert (
+        "0009_x" in problem.message
+        and "roll-forward" in problem.message
+        and "snapshot" in problem.message
+    )
+    assert check_rollback_plan(_database(RollbackStrategy.roll_forward), [irreversible]) == []
+    assert check_rollback_plan(_database(RollbackStrategy.snapshot), [irreversible]) == []
+    assert (
+        check_rollback_plan(_database(RollbackStrategy.downgrade), analyze_script_location(EXAMPLE))
+        == []
+    )
