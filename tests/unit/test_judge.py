@@ -134,6 +134,14 @@ def test_the_vectorised_path_is_what_the_public_judges_return():
         assert verdict.e_value == pytest.approx(path.e_value[0, tick])
 
 
+def test_the_confidence_sequence_covers_the_true_ratio_at_every_look():
+    """What makes PASS safe: a canary 1.3x worse (beyond the 1.25x tolerance) rarely passes."""
+    path = ratio_test_path(*error_streams(seed=13, base_rate=0.02, canary_rate=0.026), alpha=ALPHA)
+    covered = ((path.lower <= 1.3) & (1.3 <= path.upper)).all(axis=-1)
+    assert covered.mean() >= 1 - ALPHA - 0.02
+    assert ever(path.verdict, PASS).mean() <= ALPHA + 0.02
+
+
 # ---------------------------------------------------------------- power and healthy canaries
 
 
