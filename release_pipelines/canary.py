@@ -8,13 +8,15 @@ services pass it, anything else waits (and past the deadline the manifest's poli
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from release_pipelines.judge import MetricVerdict, OverallVerdict, Verdict, apply_deadline, judge_overall
 from release_pipelines.judge_errors import Bucket, judge_errors
-from release_pipelines.judge_latency import judge_latency_histograms
+from release_pipelines.judge_latency import HistogramLook, judge_latency_histograms
 from release_pipelines.manifest import Manifest, MetricKind
 
 # One tick's cumulative counts for one version: [requests, errors, [[le, count], ...]].
@@ -49,8 +51,15 @@ def _buckets(series: Sequence[Counts]) -> list[Bucket]:
     return out
 
 
-def _histograms(series: Sequence[Counts]) -> list[dict[float, int]]:
-    return [{float(le): int(count) for le, count in counts[2]} for counts in series]
+def _looks(baseline: Sequence[Counts], canary: Sequence[Counts]) -> list[HistogramLook]:
+    """Pair the two sides' histogram reads; a side with no requests yet reads as all zeros."""
+    bounds = {math.inf} | {float(le) for counts in (*baseline, *canary) for le, _ in counts[2]}
+    looks = []
+    for base, can in zip(baseline, canary):
+        base_hist = {float(le): int(n) for le, n in base[2]}
+        can_hist = {float(le): int(n) for le, n in can[2]}
+        looks.append(HistogramLook({b: base_hist.get(b, 0) for b in bounds}, {b: can_hist.get(b, 0) for b in bounds}))
+    return looks
 
 
 def judge_service(manifest: Manifest, series: ServiceSeries) -> OverallVerdict:
@@ -64,7 +73,7 @@ def judge_service(manifest: Manifest, series: ServiceSeries) -> OverallVerdict:
             )
         elif metric.kind is MetricKind.latency:
             verdicts.append(
-                judge_latency_histograms(_histograms(series.baseline), _histograms(series.canary), name=metric.name,
+                judge_latency_histograms(_looks(series.baseline, series.canary), name=metric.name,
                                          direction=metric.direction, critical=metric.critical, alpha=analysis.alpha)
             )
         # memory / cpu come from the platform's process measurements, judged where they are taken

@@ -16,6 +16,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from release_pipelines import settings
 from release_pipelines.errors import ReleaseError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -131,7 +132,7 @@ def _stable_versions(product: str) -> dict[str, str]:
     """The versions the ledger last recorded as stable for a product (empty before any release)."""
     from resources.ledger import Ledger
 
-    return Ledger.from_env().stable_versions(product)
+    return Ledger(settings.ledger_url()).stable_versions(product)
 
 
 @main.command()
@@ -150,7 +151,7 @@ def history(product: str | None, limit: int) -> None:
     """List releases, newest first."""
     from resources.ledger import Ledger
 
-    releases = Ledger.from_env().releases(product=product, limit=limit)
+    releases = Ledger(settings.ledger_url()).releases(product=product, limit=limit)
     if not releases:
         console.print("no releases recorded yet")
         return
@@ -169,7 +170,7 @@ def verify_ledger() -> None:
     """Recompute the event hash chain; name the first altered or missing event."""
     from resources.ledger import Ledger
 
-    report = Ledger.from_env().verify()
+    report = Ledger(settings.ledger_url()).verify()
     if report.ok:
         console.print(f"[green]ok[/] ledger chain verified: {report.checked} events")
         return

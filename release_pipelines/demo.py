@@ -12,6 +12,7 @@ import asyncio
 import importlib.util
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,9 @@ def _prepare_environment() -> None:
     shutil.rmtree(DEMO_HOME, ignore_errors=True)
     DEMO_HOME.mkdir(parents=True)
     DAGSTER_HOME.mkdir(parents=True, exist_ok=True)
+    instance_config = DAGSTER_HOME / "dagster.yaml"
+    if not instance_config.exists():  # SQLite storage in DAGSTER_HOME, the embedded default
+        instance_config.write_text("telemetry:\n  enabled: false\n")
     os.environ.update(
         RELEASE_HOME=str(DEMO_HOME),
         DAGSTER_HOME=str(DAGSTER_HOME),
@@ -45,6 +49,7 @@ def _prepare_environment() -> None:
 def _loadgen():
     spec = importlib.util.spec_from_file_location("shop_loadgen", ROOT / "examples" / "shop" / "loadgen.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)  # type: ignore[union-attr]
     return module
 

@@ -1,13 +1,16 @@
 """Preflight checks that need the outside world (migration lint, reversibility, live database).
 
-Each returns problems in words a person can act on; an empty list lets the release start. Runs
-before the release is recorded as started, so a refusal leaves nothing half-applied.
+Each returns problems in words a person can act on; an empty list lets the release start. They
+run before the release is recorded as started, so a refusal leaves nothing half-applied.
 """
 
 from __future__ import annotations
 
 from release_pipelines.planner import ReleasePlan
 from release_pipelines.product import Product
+from release_pipelines.reversibility import check_rollback_plan
+from resources.migration_render import lint_script
+from resources.migrations import MigrationRunner
 
 
 def preflight_problems(product: Product, plan: ReleasePlan, break_glass_reason: str = "") -> list[str]:
@@ -18,8 +21,18 @@ def preflight_problems(product: Product, plan: ReleasePlan, break_glass_reason: 
 
 
 def migration_problems(product: Product, database_name: str) -> list[str]:
-    """Lint errors and unplanned irreversibility in the revisions this release would run."""
-    from release_pipelines.steps.migrate import runner_for
-
-    runner = runner_for(product, database_name)
-    return runner.preflight(product.manifest.database(database_name))
+    """Blocking lint findings and unplanned irreversibility in the EXPAND revisions this release
+    would run (contract revisions are checked when the contract job runs)."""
+    database = product.manifest.database(database_name)
+    runner = MigrationRunner.for_database(database, product.directory)
+    pending = runner.pending("expand")
+    if not pending:
+        return []
+    report = lint_script(runner.script_location, [r.revision for r in pending])
+    problems = [
+        f"{database_name} revision {f.revision}: [{f.rule}] {f.message} (line {f.line}: {f.statement.strip()[:80]}); "
+        f"safe recipe: {f.recipe}"
+        for f in report.blocking
+    ]
+    problems += [f"{database_name}: {p.message}" for p in check_rollback_plan(database, pending)]
+    return problems

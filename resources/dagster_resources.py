@@ -40,14 +40,14 @@ class PlatformResource(ConfigurableResource):
     state_root: str = Field(default="", description="folder for local platform state; empty = RELEASE_HOME/platform")
 
     def for_product(self, product: Product):
+        state_dir = Path(self.state_root) / product.name if self.state_root else settings.platform_state_dir(product.name)
         if product.manifest.platform is Platform.command:
             from resources.command_platform import CommandPlatform
 
-            return CommandPlatform(product.manifest)
+            return CommandPlatform(product.manifest, state_file=state_dir / "commands.json")
         from resources.local_platform import LocalPlatform
 
-        state_dir = Path(self.state_root) / product.name if self.state_root else settings.platform_state_dir(product.name)
-        return LocalPlatform(product.manifest, product.directory, state_dir)
+        return LocalPlatform(product.manifest, product.directory, state_dir, flags_file=settings.flags_file(product.name))
 
 
 class FlagsResource(ConfigurableResource):

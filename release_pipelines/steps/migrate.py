@@ -24,11 +24,7 @@ from resources.migrations import MigrationRunner
 
 def runner_for(product: Product, database_name: str, application_name: str | None = None) -> MigrationRunner:
     database = product.manifest.database(database_name)
-    return MigrationRunner(
-        str(product.resolve(database.migrations)),
-        resolve_url(database.url),
-        application_name=application_name,
-    )
+    return MigrationRunner.for_database(database, product.directory, application_name=application_name)
 
 
 def needed(product: Product, versions: Mapping[str, str], database: str) -> bool:
@@ -57,7 +53,7 @@ def expand(ctx: StepContext, database_name: str) -> Iterator[Any]:
     rows_before = _row_counts(ctx.product, database_name)
     ctx.record("migrate:start", database=database_name, from_revision=start, pending=pending, rows_before=rows_before)
     began = time.monotonic()
-    results = runner.upgrade("expand", log=ctx.log)
+    results = runner.upgrade(log=ctx.log)
     end = runner.current()
     ctx.record(
         "migrate:done",
