@@ -67,14 +67,16 @@ def judge_service(manifest: Manifest, series: ServiceSeries) -> OverallVerdict:
     verdicts: list[MetricVerdict] = []
     for metric in analysis.metrics:
         if metric.kind is MetricKind.errors:
+            options = {k: v for k, v in (("tolerance", metric.tolerance), ("absolute_margin", metric.absolute_margin)) if v is not None}
             verdicts.append(
                 judge_errors(_buckets(series.baseline), _buckets(series.canary), name=metric.name,
-                             direction=metric.direction, critical=metric.critical, alpha=analysis.alpha)
+                             direction=metric.direction, critical=metric.critical, alpha=analysis.alpha, **options)
             )
         elif metric.kind is MetricKind.latency:
             verdicts.append(
                 judge_latency_histograms(_looks(series.baseline, series.canary), name=metric.name,
-                                         direction=metric.direction, critical=metric.critical, alpha=analysis.alpha)
+                                         direction=metric.direction, critical=metric.critical, alpha=analysis.alpha,
+                                         **({"tolerance": metric.tolerance} if metric.tolerance else {}))
             )
         # memory / cpu come from the platform's process measurements, judged where they are taken
     return judge_overall(verdicts)

@@ -29,6 +29,7 @@ from itertools import pairwise
 from typing import Any
 
 import numpy as np
+from scipy.special import betaln
 
 from release_pipelines.judge import MetricVerdict, Verdict
 from release_pipelines.manifest import Direction, MetricKind
@@ -155,6 +156,56 @@ def format_interval(lower: float, upper: float) -> str:
     return f"[{lower:.2f}, {'inf' if np.isinf(upper) else f'{upper:.2f}'}]"
 
 
+RATE_PRIOR = (1.0, 99.0)
+"""Beta prior of the per-side rate confidence sequences: mean 1 %, where error rates live. Any
+prior keeps the sequences valid; this one only makes them tight for small rates."""
+
+
+def rate_bounds(n: int, k: int, alpha: float) -> tuple[float, float]:
+    """Anytime-valid bounds on one side's error rate after `k` errors in `n` requests.
+
+    The beta-binomial mixture likelihood ratio against a rate p is a nonnegative martingale
+    under p (Robbins' method of mixtures), so {p: mixture / likelihood(p) < 1/alpha} covers the
+    true rate at every look with probability >= 1 - alpha.
+    """
+    if n <= 0:
+        return 0.0, 1.0
+    a, b = RATE_PRIOR
+    log_mixture = betaln(k + a, n - k + b) - betaln(a, b)
+    limit = np.log(1 / alpha)
+
+    def outside(p: float) -> bool:
+        return log_mixture - k * np.log(p) - (n - k) * np.log1p(-p) >= limit
+
+    def search(lo: float, hi: float, towards_hi: bool) -> float:
+        for _ in range(60):
+            mid = (lo + hi) / 2
+            if outside(mid) == towards_hi:
+                hi = mid
+            else:
+                lo = mid
+        return hi if towards_hi else lo
+
+    centre = min(max(k / n, 1e-12), 1 - 1e-12)
+    upper = 1.0 if not outside(1 - 1e-12) else search(centre, 1 - 1e-12, True)
+    lower = 0.0 if not outside(1e-12) else search(1e-12, centre, False)
+    return lower, upper
+
+
+def _within_margin(base_n: int, base_k: int, can_n: int, can_k: int, alpha: float,
+                   margin: float, direction: Direction) -> tuple[bool, str]:
+    """PASS on absolute evidence: the canary's rate is provably within `margin` of baseline's
+    on the failing side. Lets a near-error-free service pass, where a ratio cannot be bounded."""
+    base_lo, base_hi = rate_bounds(base_n, base_k, alpha / 2)
+    can_lo, can_hi = rate_bounds(can_n, can_k, alpha / 2)
+    up_ok = can_hi < base_lo + margin
+    down_ok = can_lo > base_hi - margin
+    ok = {Direction.increase: up_ok, Direction.decrease: down_ok, Direction.either: up_ok and down_ok}[direction]
+    text = (f"canary rate <= {can_hi:.2%} and baseline >= {base_lo:.2%} ({1 - alpha:.0%} CS): "
+            f"within {margin:.2%} of baseline")
+    return ok, text
+
+
 def judge_errors(
     baseline: Sequence[Bucket],
     canary: Sequence[Bucket],
@@ -164,11 +215,14 @@ def judge_errors(
     critical: bool = True,
     alpha: float = 0.05,
     tolerance: float = 1.25,
+    absolute_margin: float = 0.01,
 ) -> MetricVerdict:
     """Judge error counts; both sides list the same time intervals, oldest first.
 
     FAIL: e-value against "canary no worse" reached 1/alpha at some bucket (sticky).
-    PASS: the confidence sequence for the rate ratio excludes `tolerance` on the failing side.
+    PASS: the confidence sequence for the rate ratio excludes `tolerance` on the failing side,
+    or the canary's rate is provably within `absolute_margin` of the baseline's (a regression
+    must be both relatively and absolutely large to matter; 0 turns the second rule off).
     """
     if len(baseline) != len(canary):
         raise ValueError(f"baseline has {len(baseline)} buckets and canary {len(canary)}: "
@@ -206,7 +260,14 @@ def judge_errors(
         f"{1 - alpha:.0%} CS {format_interval(lower, upper)}) after {can_n} canary / {base_n} "
         f"baseline requests: {outcome_phrase(verdict, e_value, alpha, tolerance, direction)}"
     )
-    if base_k + can_k == 0:
+    if verdict is Verdict.inconclusive and absolute_margin > 0:
+        within, text = _within_margin(base_n, base_k, can_n, can_k, alpha, absolute_margin, direction)
+        if within:
+            verdict = Verdict.passed
+            reason = (f"error rate {can_rate:.2%} vs {base_rate:.2%} after {can_n} canary / {base_n} "
+                      f"baseline requests: no regression that matters ({text})")
+    if verdict is Verdict.inconclusive and base_k + can_k == 0:
         reason += "; no errors on either side yet, so the ratio cannot be bounded"
+    details["absolute_margin"] = absolute_margin
     return MetricVerdict(verdict=verdict, reason=reason, effect=None if np.isnan(ratio) else ratio,
                          interval=(lower, upper), e_value=e_value, details=details, **common)

@@ -126,6 +126,12 @@ class AnalysisMetric(Strict):
         default=None,
         description="PromQL template for the Prometheus provider; {service} {version} {window}",
     )
+    tolerance: float | None = Field(
+        default=None, gt=1, le=10, description="relative change that counts as a regression (judge default if empty)"
+    )
+    absolute_margin: float | None = Field(
+        default=None, ge=0, le=1, description="errors: rate increase (0.01 = 1 point) too small to matter"
+    )
 
 
 class OnDeadline(str, Enum):
@@ -158,12 +164,12 @@ class Canary(Strict):
     @field_validator("steps")
     @classmethod
     def _increasing_to_100(cls, steps: list[int]) -> list[int]:
-        if not steps:
-            raise ValueError("give at least one traffic step, ending at 100")
         if any(b <= a for a, b in zip(steps, steps[1:])):
             raise ValueError(f"traffic steps must strictly increase, got {steps}")
         if steps[-1] != 100:
             raise ValueError(f"the last traffic step must be 100, got {steps[-1]}")
+        if len(steps) < 2:
+            raise ValueError("give at least one judged step below 100 before the final 100, e.g. [10, 100]")
         return steps
 
 

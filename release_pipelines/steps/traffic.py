@@ -1,8 +1,8 @@
 """Traffic steps: how much of each service's requests the canary gets at release step k.
 
-Each service follows its own `canary.steps` list; step k of the release uses each service's k-th
-entry (or its last one, 100, once its list is exhausted). The release is fully promoted when every
-service it changes is at 100.
+Each service follows its own `canary.steps` list. The steps below 100 are judged (a canary with
+all traffic has no baseline to compare against); the final 100 is the promotion itself. Release
+step k uses each service's k-th judged weight, holding its last one once its list is exhausted.
 """
 
 from __future__ import annotations
@@ -13,17 +13,21 @@ from release_pipelines.manifest import Manifest
 from release_pipelines.steps.context import StepContext
 
 
+def judged_steps(manifest: Manifest, service: str) -> list[int]:
+    return manifest.service(service).canary.steps[:-1]
+
+
 def weights_for_step(manifest: Manifest, services: Iterable[str], step: int) -> dict[str, int]:
     weights = {}
     for name in services:
-        steps = manifest.service(name).canary.steps
+        steps = judged_steps(manifest, name)
         weights[name] = steps[min(step, len(steps) - 1)]
     return weights
 
 
 def step_count(manifest: Manifest, services: Iterable[str]) -> int:
-    """How many traffic steps the release takes: the longest list among its services."""
-    return max((len(manifest.service(s).canary.steps) for s in services), default=0)
+    """How many judged traffic steps the release takes: the longest list among its services."""
+    return max((len(judged_steps(manifest, s)) for s in services), default=0)
 
 
 def apply_weights(ctx: StepContext, platform, weights: dict[str, int], step: int) -> None:

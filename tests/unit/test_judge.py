@@ -23,6 +23,7 @@ from release_pipelines.judge import (
     judge_resource,
 )
 from release_pipelines.judge_errors import (
+    rate_bounds,
     FAIL,
     PASS,
     Bucket,
@@ -187,8 +188,8 @@ def test_a_significant_improvement_is_a_pass_not_a_fail():
         pytest.param(lambda: judge_errors([Bucket(0, 0)] * 5, [Bucket(0, 0)] * 5), id="no-traffic"),
         pytest.param(lambda: judge_errors([Bucket(100, 0)] * 50, [Bucket(0, 0)] * 50),
                      id="canary-no-traffic"),
-        pytest.param(lambda: judge_errors([Bucket(100, 0)] * 200, [Bucket(100, 0)] * 200),
-                     id="no-errors-either-side"),
+        pytest.param(lambda: judge_errors([Bucket(100, 0)] * 200, [Bucket(100, 0)] * 200, absolute_margin=0),
+                     id="no-errors-either-side-relative-only"),
         pytest.param(lambda: judge_latency([]), id="latency-empty"),
         pytest.param(lambda: judge_latency([LatencyLook([100.0] * 10, [100.0] * 10)]),
                      id="latency-warm-up"),
@@ -232,7 +233,8 @@ def steady(rate: float, buckets: int = 100, requests: int = 1000) -> list[Bucket
 )
 def test_error_direction(direction, canary_rate, expected):
     buckets = 100 if expected is not Verdict.inconclusive else 20
-    verdict = judge_errors(steady(0.02, buckets), steady(canary_rate, buckets), direction=direction)
+    verdict = judge_errors(steady(0.02, buckets), steady(canary_rate, buckets), direction=direction,
+                           absolute_margin=0)  # the relative rule alone; the margin has its own tests
     assert verdict.verdict is expected, verdict.reason
 
 
@@ -381,3 +383,36 @@ def test_histogram_boundaries_must_match():
     odd = HistogramLook({0.1: 1, math.inf: 2}, {0.2: 1, math.inf: 2})
     with pytest.raises(ValueError, match="boundaries differ"):
         judge_latency_histograms([first, odd])
+
+
+# ---------------------------------------------------------------- absolute margin
+
+
+def test_error_free_canary_passes_on_the_absolute_margin():
+    verdict = judge_errors([Bucket(100, 0)] * 200, [Bucket(100, 0)] * 200)
+    assert verdict.verdict is Verdict.passed
+    assert "no regression that matters" in verdict.reason
+
+
+def test_rate_bounds_cover_and_tighten():
+    low, high = rate_bounds(10_000, 50, 0.05)
+    assert low < 0.005 < high
+    assert high - low < rate_bounds(1_000, 5, 0.05)[1] - rate_bounds(1_000, 5, 0.05)[0]
+    assert rate_bounds(0, 0, 0.05) == (0.0, 1.0)
+
+
+def test_a_regression_beyond_the_margin_rarely_passes():
+    """Canary at 2 % against 0.5 % (1.5 points worse, margin 1 point): PASS at any of 100 looks
+    must stay within alpha, since both rate sequences are anytime-valid."""
+    rng = np.random.default_rng(7)
+    passed = 0
+    runs = 200
+    for _ in range(runs):
+        base = rng.binomial(400, 0.005, size=100)
+        can = rng.binomial(100, 0.02, size=100)
+        for t in range(5, 101, 5):
+            verdict = judge_errors([Bucket(400, int(k)) for k in base[:t]], [Bucket(100, int(k)) for k in can[:t]])
+            if verdict.verdict is Verdict.passed:
+                passed += 1
+                break
+    assert passed / runs <= 0.05
