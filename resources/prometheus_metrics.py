@@ -1,12 +1,19 @@
 """Metrics provider over the Prometheus HTTP API, with PromQL templates.
 
-Templates take {service} and {version} (and {window} for teams whose queries use ranges); the
-defaults read the counters our routers export, as any service mesh's would be read. An empty
-result is "no evidence yet", never zero.
+Templates are plain PromQL with three placeholders, `{service}`, `{version}` and `{window}`
+(for teams whose queries use ranges); every other brace is PromQL's own, so label matchers need
+no escaping. The defaults read the counters our routers export, as any service mesh's would be
+read. Each template must return one series (or, for latency, one series per `le`); an empty
+result is "no evidence yet" (None), never zero.
+
+All queries of one snapshot are evaluated at the same instant, so requests, errors and the
+histogram come from the same scrape as far as Prometheus can tell.
 """
 
 from __future__ import annotations
 
+import math
+import time
 from dataclasses import dataclass
 
 import httpx
@@ -16,12 +23,17 @@ from resources.metrics import MetricsSnapshot, MetricsUnavailable, VersionMetric
 
 @dataclass(frozen=True)
 class PromQLTemplates:
-    requests: str = 'sum(release_router_requests_total{{service="{service}",version="{version}"}})'
-    errors: str = 'sum(release_router_requests_total{{service="{service}",version="{version}",code_class="5xx"}})'
+    requests: str = 'sum(release_router_requests_total{service="{service}",version="{version}"})'
+    errors: str = 'sum(release_router_requests_total{service="{service}",version="{version}",code_class="5xx"})'
     latency_buckets: str = (
-        'sum by (le) (release_router_request_duration_seconds_bucket{{service="{service}",version="{version}"}})'
+        'sum by (le) (release_router_request_duration_seconds_bucket{service="{service}",version="{version}"})'
     )
     window: str = "5m"
+
+
+def _label_value(value: str) -> str:
+    """Escape a value for use inside a double-quoted PromQL label matcher."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 class PrometheusMetricsProvider:
@@ -30,35 +42,80 @@ class PrometheusMetricsProvider:
         self.templates = templates or PromQLTemplates()
         self.timeout = timeout
 
-    def query(self, promql: str) -> list[dict]:
+    def query(self, promql: str, at: float | None = None) -> list[dict]:
+        """Instant vector for `promql` (at unix time `at`, default now); MetricsUnavailable if it fails."""
         url = f"{self.base_url}/api/v1/query"
+        params = {"query": promql} | ({"time": f"{at:.3f}"} if at is not None else {})
         try:
-            response = httpx.get(url, params={"query": promql}, timeout=self.timeout)
-            response.raise_for_status()
+            response = httpx.get(url, params=params, timeout=self.timeout)
+        except httpx.HTTPError as exc:
+            raise MetricsUnavailable(f"Prometheus at {url} did not answer ({type(exc).__name__}: {exc})") from None
+        try:
             body = response.json()
-        except (httpx.HTTPError, ValueError) as exc:
-            raise MetricsUnavailable(f"Prometheus at {self.base_url} did not answer ({type(exc).__name__}: {exc})") from None
+        except ValueError:
+            body = None
+        if not isinstance(body, dict) or (response.is_error and body.get("status") != "error"):
+            raise MetricsUnavailable(
+                f"Prometheus at {url} answered HTTP {response.status_code} without a Prometheus API body "
+                f"(is {self.base_url} a Prometheus server?)"
+            )
         if body.get("status") != "success":
-            raise MetricsUnavailable(f"Prometheus refused the query {promql!r}: {body.get('error', 'unknown error')}")
-        return body["data"]["result"]
+            raise MetricsUnavailable(
+                f"Prometheus at {url} refused the query {promql!r}: "
+                f"{body.get('errorType', 'error')}: {body.get('error', 'unknown error')}"
+            )
+        data = body.get("data") or {}
+        if data.get("resultType") != "vector":
+            raise MetricsUnavailable(
+                f"Prometheus at {url}: query {promql!r} gave a {data.get('resultType')!r}, not an instant vector"
+            )
+        return data.get("result") or []
 
-    def _render(self, template: str, service: str, version: str) -> str:
-        return template.format(service=service, version=version, window=self.templates.window)
+    def render(self, template: str, service: str, version: str) -> str:
+        return (
+            template.replace("{service}", _label_value(service))
+            .replace("{version}", _label_value(version))
+            .replace("{window}", self.templates.window)
+        )
 
-    def _scalar(self, template: str, service: str, version: str) -> int | None:
-        result = self.query(self._render(template, service, version))
-        return int(float(result[0]["value"][1])) if result else None
+    def _count(self, template: str, service: str, version: str, at: float) -> int | None:
+        promql = self.render(template, service, version)
+        result = self.query(promql, at)
+        if not result:
+            return None
+        if len(result) > 1:
+            raise MetricsUnavailable(
+                f"Prometheus at {self.base_url}: query {promql!r} returned {len(result)} series; "
+                "a count template must aggregate to one (wrap it in sum(...))"
+            )
+        return _as_count(result[0]["value"][1], promql)
 
-    def version_metrics(self, service: str, version: str) -> VersionMetrics | None:
-        requests = self._scalar(self.templates.requests, service, version)
+    def version_metrics(self, service: str, version: str, at: float | None = None) -> VersionMetrics | None:
+        """Cumulative counters of one version, or None when Prometheus has no series for it."""
+        at = time.time() if at is None else at
+        requests = self._count(self.templates.requests, service, version, at)
         if requests is None:
             return None
-        errors = self._scalar(self.templates.errors, service, version) or 0
-        rows = self.query(self._render(self.templates.latency_buckets, service, version))
-        buckets = sorted((float(r["metric"]["le"]), int(float(r["value"][1]))) for r in rows if "le" in r["metric"])
-        return VersionMetrics(version, requests, errors, tuple(buckets))
+        # No 5xx series yet means no error was ever counted: zero, given that requests exist.
+        errors = self._count(self.templates.errors, service, version, at) or 0
+        promql = self.render(self.templates.latency_buckets, service, version)
+        buckets = sorted(
+            (float(row["metric"]["le"]), _as_count(row["value"][1], promql))
+            for row in self.query(promql, at) if "le" in row.get("metric", {})
+        )
+        return VersionMetrics(version, requests, min(errors, requests), tuple(buckets))
 
     def snapshot(self, service: str, stable_version: str, canary_version: str) -> MetricsSnapshot:
+        at = time.time()
         return MetricsSnapshot(
-            service, self.version_metrics(service, stable_version), self.version_metrics(service, canary_version)
+            service,
+            self.version_metrics(service, stable_version, at) if stable_version else None,
+            self.version_metrics(service, canary_version, at),
         )
+
+
+def _as_count(raw: str, promql: str) -> int:
+    value = float(raw)
+    if not math.isfinite(value) or value < 0:
+        raise MetricsUnavailable(f"query {promql!r} gave {raw}, not a count")
+    return round(value)
