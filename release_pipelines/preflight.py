@@ -6,6 +6,8 @@ run before the release is recorded as started, so a refusal leaves nothing half-
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from release_pipelines.planner import ReleasePlan
 from release_pipelines.product import Product
 from release_pipelines.reversibility import check_rollback_plan
@@ -13,11 +15,24 @@ from resources.migration_render import lint_script
 from resources.migrations import MigrationRunner
 
 
-def preflight_problems(product: Product, plan: ReleasePlan, break_glass_reason: str = "") -> list[str]:
-    problems: list[str] = []
+def preflight_problems(
+    product: Product, plan: ReleasePlan, break_glass_reason: str = "", at: datetime | None = None
+) -> list[str]:
+    problems: list[str] = window_problems(product, break_glass_reason, at)
     for database in plan.databases:
         problems += migration_problems(product, database)
     return problems
+
+
+def window_problems(product: Product, break_glass_reason: str = "", at: datetime | None = None) -> list[str]:
+    """Outside the release window or in a freeze: refused, unless break-glass (then the release
+    records the reason and waits for a break_glass approval before its first promotion)."""
+    from release_pipelines.windows import launch_window_problem
+
+    manifest = product.manifest
+    has_rule = any(r.phase.value == "break_glass" for r in manifest.approvals)
+    problem = launch_window_problem(manifest.windows, at or datetime.now(UTC), break_glass_reason, has_rule)
+    return [problem] if problem else []
 
 
 def migration_problems(product: Product, database_name: str) -> list[str]:

@@ -196,6 +196,9 @@ def break_glass_waiting_for(manifest, release, events: list, approvals: list) ->
     reason = break_glass_reason_of(events)
     if not reason:
         return None
+    planned = next(e for e in events if e.kind == "state:planned")
+    if window_status(manifest.windows, planned.created_at).open:
+        return None  # launched inside the window after all: the reason is only on record
     rules = [r for r in manifest.approvals if r.phase.value == "break_glass"]
     if not rules:
         return (

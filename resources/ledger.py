@@ -28,21 +28,34 @@ from resources.ledger_schema import (
     GENESIS_HASH,
     Approval,
     Chain,
+    REQUEST_STATES,
     Event,
     Release,
+    ReleaseRequest,
     VerifyReport,
     approvals,
     chain_head,
     events,
     link_problem,
+    release_requests,
     releases,
     to_approval,
     to_event,
     to_release,
+    to_request,
     upgrade_schema,
 )
 
-__all__ = ["DEFAULT_URL", "ENV_VAR", "Approval", "Event", "Ledger", "Release", "VerifyReport"]
+__all__ = [
+    "DEFAULT_URL",
+    "ENV_VAR",
+    "Approval",
+    "Event",
+    "Ledger",
+    "Release",
+    "ReleaseRequest",
+    "VerifyReport",
+]
 
 ENV_VAR = "RELEASE_LEDGER_URL"
 DEFAULT_URL = "sqlite:///.release/ledger.db"
@@ -193,6 +206,88 @@ class Ledger:
                 f"{approver} has already approved phase {phase} of release {release_id}"
             ) from None
         return approval
+
+    # -- release requests (queued for a release window) ----------------------------------------
+
+    def request_release(
+        self,
+        product: str,
+        versions: Mapping[str, str],
+        actor: str,
+        window: str = "next",
+        comment: str | None = None,
+    ) -> ReleaseRequest:
+        """Queue a release for the product's next release window (event `request:queued`)."""
+        if not versions:
+            raise ReleaseError("a release request needs at least one SERVICE=VERSION")
+        now = datetime.now(UTC)
+        row = {
+            "id": f"req-{new_release_id(product, now)}",
+            "product": product,
+            "versions": dict(versions),
+            "state": "queued",
+            "window": window,
+            "comment": comment,
+            "created_at": now,
+            "created_by": actor,
+            "updated_at": now,
+            "updated_by": actor,
+            "run_id": None,
+        }
+        with self._write() as chain:
+            chain.conn.execute(insert(release_requests).values(**row))
+            chain.append(None, "request:queued", actor, None, {
+                "request_id": row["id"], "product": product, "versions": row["versions"],
+                "window": window, "comment": comment,
+            })
+        return to_request(row)
+
+    def mark_request(
+        self, request_id: str, state: str, actor: str, run_id: str | None = None, note: str | None = None
+    ) -> ReleaseRequest:
+        """Move a queued request to `launched` or `cancelled` (event `request:<state>`)."""
+        if state not in REQUEST_STATES or state == "queued":
+            raise ReleaseError(f"a request can only become launched or cancelled, not {state!r}")
+        with self._write() as chain:
+            query = select(release_requests).where(release_requests.c.id == request_id).with_for_update()
+            row = chain.conn.execute(query).mappings().one_or_none()
+            if row is None:
+                raise ReleaseError(f"no release request {request_id!r} in the ledger at {redact(self.url)}")
+            if row["state"] != "queued":
+                raise ReleaseError(f"release request {request_id} is already {row['state']}")
+            changes = {"state": state, "updated_at": datetime.now(UTC), "updated_by": actor,
+                       "run_id": run_id}
+            chain.conn.execute(
+                update(release_requests).where(release_requests.c.id == request_id).values(changes)
+            )
+            chain.append(None, f"request:{state}", actor, run_id, {
+                "request_id": request_id, "product": row["product"], "versions": row["versions"],
+                "note": note,
+            })
+        return to_request({**row, **changes})
+
+    def release_requests(
+        self, product: str | None = None, state: str | None = None, limit: int = 100
+    ) -> list[ReleaseRequest]:
+        """Requests oldest first (the order the schedule launches them in)."""
+        query = select(release_requests).order_by(
+            release_requests.c.created_at, release_requests.c.id
+        )
+        if product is not None:
+            query = query.where(release_requests.c.product == product)
+        if state is not None:
+            query = query.where(release_requests.c.state == state)
+        with self._read() as conn:
+            return [to_request(r) for r in conn.execute(query.limit(limit)).mappings()]
+
+    def release_request(self, request_id: str) -> ReleaseRequest:
+        with self._read() as conn:
+            row = conn.execute(
+                select(release_requests).where(release_requests.c.id == request_id)
+            ).mappings().first()
+        if row is None:
+            raise ReleaseError(f"no release request {request_id!r} in the ledger at {redact(self.url)}")
+        return to_request(row)
 
     # -- reads --------------------------------------------------------------------------------
 

@@ -114,6 +114,26 @@ approvals = Table(
     UniqueConstraint("release_id", "phase", "approver", name="uq_approvals_release_phase_approver"),
 )
 
+release_requests = Table(
+    "release_requests",
+    metadata,
+    Column("id", String(200), primary_key=True),
+    Column("product", String(120), nullable=False),
+    Column("versions", JSON, nullable=False),
+    Column("state", String(32), nullable=False),
+    Column("window", String(32), nullable=False),
+    Column("comment", Text, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("created_by", String(200), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("updated_by", String(200), nullable=False),
+    Column("run_id", String(200), nullable=True),
+    Index("ix_release_requests_product_state", "product", "state", "created_at"),
+)
+"""Releases queued for a release window (migration 0002); no foreign key: the release comes later."""
+
+REQUEST_STATES = ("queued", "launched", "cancelled")
+
 
 @dataclass(frozen=True)
 class Release:
@@ -157,6 +177,23 @@ class Approval:
     approver: str
     comment: str | None
     created_at: datetime
+
+
+@dataclass(frozen=True)
+class ReleaseRequest:
+    """A release asked for in a window: `queued` -> `launched` (run key = id) or `cancelled`."""
+
+    id: str
+    product: str
+    versions: dict[str, str]
+    state: str
+    window: str
+    comment: str | None
+    created_at: datetime
+    created_by: str
+    updated_at: datetime
+    updated_by: str
+    run_id: str | None
 
 
 @dataclass(frozen=True)
@@ -248,6 +285,12 @@ def to_event(row: Mapping[str, Any]) -> Event:
 
 def to_approval(row: Mapping[str, Any]) -> Approval:
     return Approval(**{**row, "created_at": utc(row["created_at"])})
+
+
+def to_request(row: Mapping[str, Any]) -> ReleaseRequest:
+    return ReleaseRequest(
+        **{**row, "created_at": utc(row["created_at"]), "updated_at": utc(row["updated_at"])}
+    )
 
 
 def upgrade_schema(engine: Engine) -> None:
