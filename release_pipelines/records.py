@@ -18,7 +18,7 @@ def duration_text(seconds: float) -> str:
     """12.3 s, 4m 05s, 2h 03m 04s, 3d 04h."""
     if seconds < 60:
         return f"{seconds:.1f} s"
-    total = int(round(seconds))
+    total = round(seconds)
     days, rest = divmod(total, 86400)
     hours, rest = divmod(rest, 3600)
     minutes, secs = divmod(rest, 60)

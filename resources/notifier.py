@@ -139,5 +139,5 @@ class WebhookNotifier:
         if self.on_error is not None:
             try:
                 self.on_error(text)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("notifier error callback failed")
