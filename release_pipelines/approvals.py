@@ -40,5 +40,12 @@ def missing_approvals_for(
 
 
 def missing_approvals(manifest: Manifest, book: Any, release: Any, phase: ApprovalPhase, weight: int | None = None) -> str | None:
-    """The same, reading the approvals from the ledger."""
+    """The same, reading the approvals from the ledger; a break-glass release also waits for its
+    break_glass approval before it is promoted past the first step."""
+    if phase is ApprovalPhase.promote:
+        from release_pipelines.windows import break_glass_waiting_for
+
+        waiting = break_glass_waiting_for(manifest, release, book.events(release.id), book.approvals(release.id, "break_glass"))
+        if waiting:
+            return waiting
     return missing_approvals_for(manifest, release, book.approvals(release.id, phase.value), phase, weight)

@@ -40,6 +40,27 @@ class CanaryDecision:
     decided_by: str = "evidence"
 
 
+def _counts(metrics: Any) -> Counts:
+    if metrics is None:
+        return [0, 0, []]
+    return [metrics.requests, metrics.errors, [list(b) for b in metrics.latency_buckets]]
+
+
+def append_read(entry: dict[str, list[Counts]], stable: Any, canary: Any, limit: int = 5000) -> str | None:
+    """Add one tick's cumulative reads to a service's series; returns why a tick was skipped.
+
+    A missing stable read (a missed scrape) skips the tick: recording zeros would look like a
+    counter reset and dump the stable version's whole history into one bucket. A missing canary
+    read repeats its last one (no new requests), or zeros before its first request.
+    """
+    if stable is None:
+        return "no series for the stable version this tick"
+    canary_read = _counts(canary) if canary is not None else (entry["canary"][-1] if entry["canary"] else _counts(None))
+    entry["baseline"] = (entry["baseline"] + [_counts(stable)])[-limit:]
+    entry["canary"] = (entry["canary"] + [canary_read])[-limit:]
+    return None
+
+
 def _buckets(series: Sequence[Counts]) -> list[Bucket]:
     out = []
     for earlier, later in zip(series, series[1:]):

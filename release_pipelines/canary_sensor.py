@@ -22,24 +22,19 @@ from dagster import (
 )
 
 from release_pipelines.approvals import missing_approvals
-from release_pipelines.canary import ServiceSeries, decide
+from release_pipelines.canary import ServiceSeries, append_read, decide
 from release_pipelines.jobs.common import TAG_PRODUCT, TAG_RELEASE
 from release_pipelines.jobs.promote import bake_remaining
 from release_pipelines.judge import Verdict
 from release_pipelines.manifest import ApprovalPhase
 from release_pipelines.product import Product
 from release_pipelines.states import ReleaseState
+from release_pipelines.steps.migrate import contract_pending
 from release_pipelines.steps.traffic import step_count, weights_for_step
 from resources.dagster_resources import LedgerResource, MetricsResource, PlatformResource
 from resources.metrics import MetricsUnavailable
 
 MAX_SERIES = 5000
-
-
-def _counts(metrics) -> list:
-    if metrics is None:
-        return [0, 0, []]
-    return [metrics.requests, metrics.errors, [list(b) for b in metrics.latency_buckets]]
 
 
 def build_canary_sensor(product: Product, promote_job: JobDefinition, rollback_job: JobDefinition):
@@ -65,6 +60,13 @@ def build_canary_sensor(product: Product, promote_job: JobDefinition, rollback_j
             left = bake_remaining(product, release, datetime.now(UTC))
             if left > 0:
                 return SkipReason(f"release {release.id} baking: {left:.0f} s left")
+            pending = contract_pending(product, release.versions)
+            if pending:
+                waiting = missing_approvals(manifest, book, release, ApprovalPhase.contract)
+                return SkipReason(
+                    f"release {release.id} baked; contract migrations on {', '.join(pending)} wait for "
+                    f"{product.name}_contract" + (f" ({waiting})" if waiting else "")
+                )
             return RunRequest(run_key=f"{release.id}:finish", job_name=promote_job.name, tags=tags,
                               run_config={"ops": {"promote_step": {"config": {"release_id": release.id}}}})
         if release.state != ReleaseState.CANARY:
@@ -89,8 +91,9 @@ def build_canary_sensor(product: Product, promote_job: JobDefinition, rollback_j
                 unavailable[service] = str(exc)
                 continue
             entry = cursor["series"].setdefault(service, {"baseline": [], "canary": []})
-            entry["baseline"] = (entry["baseline"] + [_counts(snap.stable)])[-MAX_SERIES:]
-            entry["canary"] = (entry["canary"] + [_counts(snap.canary)])[-MAX_SERIES:]
+            skipped = append_read(entry, snap.stable, snap.canary, MAX_SERIES)
+            if skipped:
+                unavailable[service] = skipped
         context.update_cursor(json.dumps(cursor))
 
         elapsed = (datetime.now(UTC) - release.updated_at).total_seconds()

@@ -186,16 +186,16 @@ def demo() -> None:
     sys.exit(run_demo(console))
 
 
-def _register_optional_commands() -> None:
+def _register_subcommands() -> None:
     """Commands whose modules live beside this one; each is a click command or group."""
+    from release_pipelines.cli_governance import governance_commands
     from release_pipelines.cli_judge import judge_command
     from release_pipelines.cli_migrations import migrations_group
 
     main.add_command(judge_command, "judge")
     main.add_command(migrations_group, "migrations")
+    for command in governance_commands:
+        main.add_command(command)
 
 
-try:
-    _register_optional_commands()
-except ImportError:  # pragma: no cover - during development a sibling module may be missing
-    pass
+_register_subcommands()

@@ -15,6 +15,7 @@ from release_pipelines import settings
 from release_pipelines.canary_sensor import build_canary_sensor
 from release_pipelines.failure_sensor import build_failure_sensor
 from release_pipelines.jobs.approval import build_approval_job
+from release_pipelines.jobs.contract import build_contract_job
 from release_pipelines.jobs.promote import build_promote_job
 from release_pipelines.jobs.rehearsal import build_rehearsal_job, build_rehearsal_schedule
 from release_pipelines.jobs.release import build_release_job
@@ -26,7 +27,7 @@ from resources.dagster_resources import default_resources
 
 def product_definitions(product: Product) -> Definitions:
     release, promote, rollback = build_release_job(product), build_promote_job(product), build_rollback_job(product)
-    approve, rehearse = build_approval_job(product), build_rehearsal_job(product)
+    approve, rehearse, contract = build_approval_job(product), build_rehearsal_job(product), build_contract_job(product)
     return Definitions(
         assets=[
             *table_asset_specs(product.manifest),
@@ -38,11 +39,11 @@ def product_definitions(product: Product) -> Definitions:
                       "time to restore, frequency), updated when a release finishes."),
         ],
         asset_checks=table_asset_checks(product.manifest, product.directory),
-        jobs=[release, promote, rollback, checks_job(product.manifest), approve, rehearse],
+        jobs=[release, promote, rollback, contract, checks_job(product.manifest), approve, rehearse],
         schedules=[build_release_window_schedule(product, release), build_rehearsal_schedule(product, rehearse)],
         sensors=[
             build_canary_sensor(product, promote, rollback),
-            build_failure_sensor(product, [release, promote], rollback),
+            build_failure_sensor(product, [release, promote, contract], rollback),
             build_records_sensor(product),
         ],
     )

@@ -14,17 +14,19 @@ import os
 import shutil
 import sys
 import time
+import warnings
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from dagster import BetaWarning
 from rich.console import Console
-from rich.table import Table
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "shop" / "release.yaml"
 DEMO_HOME = ROOT / ".release" / "demo"
 DAGSTER_HOME = ROOT / ".release" / "dagster_home"
-TICK_REQUESTS = 400
+TICK_REQUESTS = 300
 MAX_TICKS = 120
 DEMO_PATHS = {"catalog": "/products", "orders": "/orders", "frontend": "/"}
 
@@ -74,12 +76,14 @@ class Demo:
     # -- running jobs ---------------------------------------------------------------------
     def run(self, job_name: str, run_config: dict[str, Any], tags: dict[str, str] | None = None) -> bool:
         job = self.defs.resolve_job_def(job_name)
-        result = job.execute_in_process(run_config=run_config, instance=self.instance, tags=tags or {}, raise_on_error=False)
+        quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+        result = job.execute_in_process(run_config={**run_config, **quiet}, instance=self.instance, tags=tags or {},
+                                        raise_on_error=False)
         status = "[green]succeeded[/]" if result.success else "[red]failed[/]"
         self.console.print(f"  run [bold]{job_name}[/] {status} ({result.run_id[:8]})")
         if not result.success:
             for event in result.all_events:
-                if event.is_failure and event.step_failure_data and event.step_failure_data.user_failure_data:
+                if event.is_step_failure and event.step_failure_data.user_failure_data:
                     self.console.print(f"    [red]{event.step_failure_data.user_failure_data.description}[/]")
         return result.success
 
@@ -98,26 +102,45 @@ class Demo:
 
         sensor = self.defs.resolve_sensor_def(f"{self.product.name}_canary")
         cursor = None
-        table = Table(title=f"timeline of {release_id}")
-        for column in ("t (s)", "state", "traffic split", "error rate per version (this tick)", "sensor"):
-            table.add_column(column)
+        self.console.print(f"  timeline of {release_id}: one sensor tick per burst of {TICK_REQUESTS} requests per service")
         for _ in range(MAX_TICKS):
             release = self.ledger.get(release_id)
-            if release.state.value in ("completed", "rolled_back", "failed"):
+            if release.state.value in ("completed", "rolled_back", "failed") or self._awaits_contract(release):
                 break
-            burst = self._load()
+            burst = self._load(list(release.versions))
             context = build_sensor_context(instance=self.instance, cursor=cursor, resources=self.defs.resources,
                                            definitions=self.defs)
             result = sensor.evaluate_tick(context)
             cursor = result.cursor
             said = result.skip_message or ", ".join(f"-> {r.job_name}" for r in result.run_requests)
-            table.add_row(f"{time.monotonic() - self.started:5.1f}", self._state(release), self._split(release), burst, said[:90])
+            self.console.print(
+                f"  [dim]{time.monotonic() - self.started:6.1f}s[/] [bold]{self._state(release):<9}[/] "
+                f"{self._split(release):<44} errors {burst:<40} [cyan]{said[:110]}[/]", highlight=False
+            )
             for request in result.run_requests:
                 self.run(request.job_name, request.run_config, dict(request.tags))
-        self.console.print(table)
+            if not burst:
+                time.sleep(1)  # nothing to load (services down or switching): do not spin
         final = self.ledger.get(release_id)
         self.console.print(f"  release {release_id}: [bold]{final.state.value}[/]")
         return final.state.value
+
+    def _awaits_contract(self, release) -> bool:
+        from release_pipelines.jobs.promote import bake_remaining
+        from release_pipelines.steps.migrate import contract_pending
+
+        return (release.state.value == "baking" and bake_remaining(self.product, release, datetime.now(UTC)) <= 0
+                and bool(contract_pending(self.product, release.versions)))
+
+    def contract(self, release_id: str, approver: str) -> str:
+        """Maker-checker, then the point of no return: the contract migrations."""
+        self.console.print(f"  baked; contract migrations need an approval: {approver} approves (not the launcher)")
+        self.run(f"{self.product.name}_approve", {"ops": {"approve": {"config": {
+            "release_id": release_id, "phase": "contract", "approver": approver, "comment": "old columns unused"}}}})
+        self.run(f"{self.product.name}_contract", {"ops": {"contract_migrations": {"config": {"release_id": release_id}}}})
+        state = self.ledger.get(release_id).state.value
+        self.console.print(f"  release {release_id}: [bold]{state}[/]")
+        return state
 
     def _state(self, release) -> str:
         return f"{release.state.value} {release.canary_step}" if release.state.value == "canary" else release.state.value
@@ -127,32 +150,33 @@ class Demo:
         for service in release.versions:
             status = self.platform.status(service)
             if status.canary_version:
-                parts.append(f"{service} {status.stable_version}:{100 - status.canary_weight}% {status.canary_version}:{status.canary_weight}%")
+                parts.append(f"{service} {status.stable_version} {100 - status.canary_weight}% / {status.canary_version} {status.canary_weight}%")
             else:
-                parts.append(f"{service} {status.stable_version}:100%")
-        return "\n".join(parts)
+                parts.append(f"{service} {status.stable_version} 100%")
+        return "; ".join(parts)
 
-    def _load(self) -> str:
-        """One burst of traffic through every changed service's router; error rate per version."""
+    def _load(self, services: list[str]) -> str:
+        """One burst of traffic through each changed service's router; error rate per version."""
         lines = []
         for service in self.product.manifest.services:
             endpoint = self.platform.status(service.name).endpoint
-            if not endpoint:
+            if not endpoint or service.name not in services:
                 continue
             url = endpoint + DEMO_PATHS.get(service.name, "/")
-            result = asyncio.run(self.loadgen.run_load(url, TICK_REQUESTS, 20.0, 16))
-            rates = ", ".join(
+            result = asyncio.run(self.loadgen.run_load(url, TICK_REQUESTS, 20.0, 24))
+            rates = " ".join(
                 f"{v} {result.errors_by_version[v] / n:.1%}" for v, n in sorted(result.by_version.items()) if n
             )
             lines.append(f"{service.name}: {rates}")
-        return "\n".join(lines)
+        return "; ".join(lines)
 
     def stop(self) -> None:
         self.platform.stop_all(log=lambda m: self.console.print(f"  {m}"))
 
 
 def run_demo(console: Console | None = None) -> int:
-    console = console or Console()
+    console = console or Console(width=200)
+    warnings.filterwarnings("ignore", category=BetaWarning)
     _prepare_environment()
     demo = Demo(console)
     try:
@@ -161,6 +185,8 @@ def run_demo(console: Console | None = None) -> int:
         console.print("\n[bold]2. a good release[/]: catalog and orders 1.1.0, judged step by step and promoted")
         good = demo.release({"catalog": "1.1.0", "orders": "1.1.0"})
         good_state = demo.drive(good) if good else "refused"
+        if good_state == "baking":
+            good_state = demo.contract(good, approver="alice")
         console.print("\n[bold]3. a bad release[/]: orders 1.2.0+bad fails ~5 % of requests and is rolled back")
         bad = demo.release({"orders": "1.2.0+bad"})
         bad_state = demo.drive(bad) if bad else "refused"

@@ -121,7 +121,7 @@ def judge_overall(
     waiting = [m for m in metrics if m.verdict is Verdict.inconclusive]
     if waiting:
         names = ", ".join(m.name for m in waiting)
-        return OverallVerdict(Verdict.inconclusive, f"waiting for evidence on {names}", metrics)
+        return OverallVerdict(Verdict.inconclusive, f"waiting for evidence on {names} ({waiting[0].reason})", metrics)
     tolerated = [m.name for m in metrics if m.verdict is Verdict.failed]
     reason = "all metrics passed"
     if tolerated:

@@ -64,7 +64,7 @@ def build_promote_job(product: Product) -> JobDefinition:
     manifest = product.manifest
     order = [name for wave in waves(dependency_edges(manifest), [s.name for s in manifest.services]) for name in wave]
 
-    @op(name="promote_step", tags={"kind": "traffic"})
+    @op(name="promote_step", out={}, tags={"kind": "traffic"})
     def promote_step(
         context: OpExecutionContext,
         config: PromoteConfig,

@@ -60,12 +60,15 @@ def _start_op(product: Product) -> OpDefinition:
         if release.state == ReleaseState.ROLLED_BACK:
             context.log.info(f"release {release.id} is already rolled back")
             return NOTHING_TO_DO
-        if not can_roll_back(release.state):
-            raise Failure(
-                description=f"release {release.id} is {release.state.value}: past the point of no return "
-                "(contract migrations ran), so it can only be fixed forward"
-            )
         ctx = step_context(context, product, book, release.id)
+        contracted = any(e.kind == "state:contracting" for e in book.events(release.id))
+        if contracted or not can_roll_back(release.state):
+            reason = (f"release {release.id} is past the point of no return (contract migrations ran): "
+                      "it can only be fixed forward with a new release")
+            if release.state != ReleaseState.FAILED and not release.state.value == "completed":
+                book.transition(release.id, ReleaseState.FAILED, ctx.actor, run_id=context.run_id,
+                                payload={"reason": reason, "rollback_requested": config.reason})
+            raise Failure(description=reason)
         book.transition(release.id, ReleaseState.ROLLING_BACK, ctx.actor, run_id=context.run_id,
                         payload={"reason": config.reason})
         flag_names = [f.name for f in product.manifest.flags if set(f.services) & set(release.versions)]

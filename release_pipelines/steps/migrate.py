@@ -45,6 +45,22 @@ def _row_counts(product: Product, database_name: str) -> dict[str, int]:
         engine.dispose()
 
 
+def _materializations(ctx: StepContext, database_name: str, start: str | None, end: str | None, results) -> Iterator[Any]:
+    """One materialization per declared table: revisions, statements, live columns, row count."""
+    database = ctx.product.manifest.database(database_name)
+    engine = create_engine(resolve_url(database.url))
+    try:
+        statements = [s for r in results for s in r.statements]
+        for table in database.tables:
+            columns = actual_columns(engine, table) or {}
+            yield table_materialization(
+                database_name, table, start, end, [s for s in statements if table.name in s],
+                sum(r.duration_s for r in results), count_rows(engine, table) if columns else None, columns,
+            )
+    finally:
+        engine.dispose()
+
+
 def expand(ctx: StepContext, database_name: str) -> Iterator[Any]:
     """Apply pending expand revisions; yield a materialization per table they touched."""
     runner = runner_for(ctx.product, database_name, application_name=f"release:{ctx.release_id}")
@@ -55,28 +71,24 @@ def expand(ctx: StepContext, database_name: str) -> Iterator[Any]:
     began = time.monotonic()
     results = runner.upgrade(log=ctx.log)
     end = runner.current()
-    ctx.record(
-        "migrate:done",
-        database=database_name,
-        from_revision=start,
-        to_revision=end,
-        revisions=[r.revision for r in results],
-        seconds=round(time.monotonic() - began, 3),
-    )
+    ctx.record("migrate:done", database=database_name, from_revision=start, to_revision=end,
+               revisions=[r.revision for r in results], seconds=round(time.monotonic() - began, 3))
     if results:
-        database = ctx.product.manifest.database(database_name)
-        engine = create_engine(resolve_url(database.url))
-        try:
-            statements = [s for r in results for s in r.statements]
-            for table in database.tables:
-                columns = actual_columns(engine, table) or {}
-                yield table_materialization(
-                    database_name, table, start, end, [s for s in statements if table.name in s],
-                    sum(r.duration_s for r in results), count_rows(engine, table) if columns else None, columns,
-                )
-        finally:
-            engine.dispose()
+        yield from _materializations(ctx, database_name, start, end, results)
     yield Output({"database": database_name, "from_revision": start, "to_revision": end, "rows_before": rows_before})
+
+
+def contract(ctx: StepContext, database_name: str) -> Iterator[Any]:
+    """Apply the remaining (contract) revisions: destructive, never downgraded by a rollback."""
+    runner = runner_for(ctx.product, database_name, application_name=f"release:{ctx.release_id}:contract")
+    start = runner.current()
+    ctx.record("migrate:contract:start", database=database_name, from_revision=start,
+               pending=[r.revision for r in runner.pending()])
+    results = runner.upgrade_contract(log=ctx.log)
+    end = runner.current()
+    ctx.record("migrate:contract:done", database=database_name, from_revision=start, to_revision=end,
+               revisions=[r.revision for r in results])
+    yield from _materializations(ctx, database_name, start, end, results)
 
 
 def compensate(ctx: StepContext, database_name: str) -> Iterator[Any]:

@@ -1,0 +1,1 @@
+"""End-to-end tests: real webserver + daemon, real services, a real browser."""
