@@ -89,7 +89,12 @@ class LocalPlatform:
             if first_install and stable:
                 log(f"{service}: stable {stable['version']} is not running; installing {version} as stable")
             record = self._start_version(doc, spec, version, log)
+            # Recorded before the health check: a run killed while probing leaves a process that
+            # the next abort or stop_all still finds and stops, instead of an orphan.
+            entry["retiring"].append(record)
+            self.state.save(doc)
             health = self._probe(spec, record, log)
+            entry["retiring"].remove(record)
             if first_install:
                 if health.healthy:
                     self._stop([stable] if stable else [])
@@ -161,12 +166,14 @@ class LocalPlatform:
             canary = entry["canary"]
             if canary is None:
                 log(f"{service}: no canary to abort; all traffic already goes to stable")
-                return self._status(service, doc)
-            entry.update(canary=None, weight=0)
-            self._retire(entry, canary)
-            self._ensure_router(doc, service, log)
-            self._push(service, entry, log)
-            log(f"{service}: all traffic back to stable; canary {canary['version']} stops")
+                if not entry["retiring"]:
+                    return self._status(service, doc)
+            else:
+                entry.update(canary=None, weight=0)
+                self._retire(entry, canary)
+                self._ensure_router(doc, service, log)
+                self._push(service, entry, log)
+                log(f"{service}: all traffic back to stable; canary {canary['version']} stops")
         self._drain_and_stop(service, log)
         return self.status(service)
 

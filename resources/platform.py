@@ -145,6 +145,10 @@ class StateFile:
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
+    def save(self, document: dict[str, Any]) -> None:
+        """Write the document now, inside an `update()` that is not finished yet (a checkpoint)."""
+        self._write(document)
+
     def _write(self, document: dict[str, Any]) -> None:
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=self.path.name + ".")
         try:

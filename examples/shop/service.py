@@ -8,6 +8,7 @@ from orders, via ORDERS_URL). The local platform sets the *_URL variables to the
 
 So the demo has something to catch, behaviour depends on the version:
   - a version containing "crash" exits at start (the health check must fail);
+  - a version containing "slow" takes 4 s to start;
   - a version containing "bad" answers ~5 % of requests with HTTP 500 and adds ~80 ms latency;
   - any other version fails ~0.5 % of requests.
 SHOP_ERROR_RATE (0-1) and SHOP_EXTRA_LATENCY_MS override both. /healthz never fails on purpose.
@@ -21,6 +22,7 @@ import asyncio
 import os
 import random
 import sys
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -146,6 +148,8 @@ def main(argv: list[str] | None = None) -> None:
     if "crash" in args.version:
         print(f"{args.service} {args.version}: this build crashes at start (demo)", file=sys.stderr)
         sys.exit(3)
+    if "slow" in args.version:
+        time.sleep(4)  # a slow start: the health check waits (fault-injection tests kill the run here)
     api.set_provider(FlagFileProvider(args.flags))
     app = create_app(args.service, args.version, api.get_client(args.service))
     uvicorn.run(app, host="127.0.0.1", port=args.port, access_log=False, log_level="warning")
