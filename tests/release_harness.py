@@ -94,3 +94,19 @@ def processes_under(home: Path) -> list[psutil.Process]:
     return found
 
 
+
+
+PATHS = {"catalog": "/products", "orders": "/orders", "frontend": "/"}
+
+
+def send_load(shop: Shop, service: str, requests: int) -> None:
+    """Real requests through the service's router (loopback only)."""
+    import httpx
+
+    endpoint = shop.platform.status(service).endpoint
+    with httpx.Client(timeout=10) as client:
+        for _ in range(requests):
+            try:
+                client.get(endpoint + PATHS.get(service, "/"))
+            except httpx.HTTPError:
+                pass

@@ -1,0 +1,83 @@
+"""The canary sensor and the run-failure sensor, evaluated against real services and ledger."""
+
+from __future__ import annotations
+
+import pytest
+from dagster import DagsterEventType, build_run_status_sensor_context
+
+from tests.release_harness import processes_under, release_config, send_load, shop_environment
+
+FIRST = {"catalog": "1.0.0", "orders": "1.0.0", "frontend": "1.0.0"}
+
+
+@pytest.fixture
+def installed(monkeypatch, tmp_path):
+    shop = shop_environment(monkeypatch, tmp_path)
+    try:
+        assert shop.run("release", release_config(FIRST)).success
+        yield shop
+    finally:
+        shop.stop()
+        assert not processes_under(shop.home)
+
+
+def tick_until_decision(shop, service: str, max_ticks: int = 40, requests: int = 250):
+    cursor = None
+    for _ in range(max_ticks):
+        send_load(shop, service, requests)
+        result = shop.tick(cursor)
+        cursor = result.cursor
+        if result.run_requests:
+            return result
+    pytest.fail(f"no decision after {max_ticks} ticks: {result.skip_message}")
+
+
+def test_bad_canary_is_rolled_back_with_a_deterministic_run_key(installed) -> None:
+    shop = installed
+    assert shop.run("release", release_config({"orders": "1.2.0+bad"})).success
+    release = shop.active()
+    result = tick_until_decision(shop, "orders")
+    [request] = result.run_requests
+    assert request.job_name == "shop_rollback"
+    assert request.run_key == f"{release.id}:0:rollback"
+    verdicts = [e for e in shop.ledger.events(release.id) if e.kind == "verdict"]
+    assert verdicts[-1].payload["verdict"] == "fail" and "error rate" in verdicts[-1].payload["reason"]
+    observed = [e for e in result.asset_events if e.asset_key.path == ["services", "orders"]]
+    assert observed and observed[-1].metadata["verdict"].value == "fail"
+    assert shop.run("rollback", request.run_config).success
+    assert shop.stable("orders") == "1.0.0"
+
+
+def test_healthy_canary_is_promoted_and_waiting_is_explained(installed) -> None:
+    shop = installed
+    assert shop.run("release", release_config({"catalog": "1.1.0"})).success
+    release = shop.active()
+    first = shop.tick()
+    assert not first.run_requests and "step 0" in first.skip_message  # says why it waits
+    result = tick_until_decision(shop, "catalog")
+    [request] = result.run_requests
+    assert (request.job_name, request.run_key) == ("shop_promote", f"{release.id}:0:promote")
+    assert request.run_config["ops"]["promote_step"]["config"]["expected_step"] == 0
+
+
+def test_no_active_release_skips(installed) -> None:
+    result = installed.tick()
+    assert not result.run_requests and "no active release" in result.skip_message
+
+
+def test_failed_release_run_requests_the_rollback_job(installed) -> None:
+    shop = installed
+    failed = shop.run("release", release_config({"orders": "1.1.0+crash"}))
+    assert not failed.success
+    release = shop.active()
+    run = shop.instance.get_run_by_id(failed.run_id)
+    failure = next(e for e in failed.all_events if e.event_type == DagsterEventType.RUN_FAILURE)
+    sensor = shop.defs.resolve_sensor_def("shop_rollback_on_failure")
+    context = build_run_status_sensor_context(
+        sensor_name=sensor.name, dagster_event=failure, dagster_instance=shop.instance, dagster_run=run
+    ).for_run_failure()
+    request = sensor(context)
+    assert request.run_key == f"rollback:{failed.run_id}"
+    assert request.run_config["ops"]["rollback_start"]["config"]["release_id"] == release.id
+    assert shop.run("rollback", request.run_config).success
+    assert shop.platform.status("orders").canary_version is None
