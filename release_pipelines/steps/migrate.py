@@ -7,6 +7,7 @@ run knows where to go back to even if the run never wrote "done".
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -20,6 +21,7 @@ from release_pipelines.product import Product
 from release_pipelines.steps.context import StepContext
 from resources.database_url import resolve_url
 from resources.migrations import MigrationRunner
+from resources.snapshot import TableSnapshot, drop_snapshot, restore_snapshot, take_snapshot
 
 
 def runner_for(product: Product, database_name: str, application_name: str | None = None) -> MigrationRunner:
@@ -67,6 +69,15 @@ def expand(ctx: StepContext, database_name: str) -> Iterator[Any]:
     start = runner.current()
     pending = [r.revision for r in runner.pending("expand")]
     rows_before = _row_counts(ctx.product, database_name)
+    database = ctx.product.manifest.database(database_name)
+    if pending and database.rollback is RollbackStrategy.snapshot:
+        engine = create_engine(resolve_url(database.url))
+        try:
+            taken = take_snapshot(engine, database.tables, ctx.release_id)
+        finally:
+            engine.dispose()
+        ctx.record("snapshot:taken", database=database_name, tables=[asdict(t) for t in taken])
+        ctx.log(f"{database_name}: snapshot of {', '.join(f'{t.table} ({t.rows} rows)' for t in taken)}")
     ctx.record("migrate:start", database=database_name, from_revision=start, pending=pending, rows_before=rows_before)
     began = time.monotonic()
     results = runner.upgrade(log=ctx.log)
@@ -102,6 +113,9 @@ def compensate(ctx: StepContext, database_name: str) -> Iterator[Any]:
         return
     target = started[0].payload.get("from_revision")
     database = ctx.product.manifest.database(database_name)
+    if database.rollback is RollbackStrategy.snapshot:
+        yield from _restore_snapshots(ctx, database_name)
+        return
     if database.rollback is RollbackStrategy.roll_forward:
         ctx.record("revert:schema-kept", database=database_name, reason="rollback strategy is roll-forward")
         ctx.log(f"{database_name}: schema kept (roll-forward); expand revisions are backward compatible")
@@ -114,6 +128,29 @@ def compensate(ctx: StepContext, database_name: str) -> Iterator[Any]:
     ctx.record("revert:migrate:start", database=database_name, from_revision=current, to_revision=target)
     runner.downgrade(target or "base", log=ctx.log)
     ctx.record("revert:migrate:done", database=database_name, revision=runner.current())
+    yield from ()
+
+
+def _restore_snapshots(ctx: StepContext, database_name: str) -> Iterator[Any]:
+    """Merge the snapshot taken before expand back into each table; the schema stays expanded."""
+    taken = [e for e in ctx.ledger.events(ctx.release_id)
+             if e.kind == "snapshot:taken" and e.payload.get("database") == database_name]
+    if not taken:
+        ctx.log(f"{database_name}: no snapshot was taken (nothing was migrated)")
+        return
+    database = ctx.product.manifest.database(database_name)
+    engine = create_engine(resolve_url(database.url))
+    try:
+        for item in taken[-1].payload["tables"]:
+            snapshot = TableSnapshot(**{**item, "primary_key": tuple(item["primary_key"])})
+            result = restore_snapshot(engine, snapshot)
+            drop_snapshot(engine, snapshot)
+            ctx.record("snapshot:restored", database=database_name, table=result.table,
+                       restored=result.restored, kept_new=result.kept_new)
+            ctx.log(f"{database_name}.{result.table}: {result.restored} rows restored from the snapshot, "
+                    f"{result.kept_new} newer rows kept; schema stays expanded (backward compatible)")
+    finally:
+        engine.dispose()
     yield from ()
 
 

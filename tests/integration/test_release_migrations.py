@@ -89,3 +89,77 @@ def test_a_failing_gate_stops_the_release_before_any_traffic(staged) -> None:
     assert (status.stable_version, status.canary_version) == ("1.0.0", None)  # never deployed
     gate_events = [e for e in shop.ledger.events(shop.active().id) if e.kind == "gate" and not e.payload["passed"]]
     assert gate_events and gate_events[0].payload["gate"] == "expectations_orders"
+
+
+REPRICE = '''"""Reprice every product in cents x 2 (a data migration nobody can undo)."""
+
+from alembic import op
+
+revision = "0003_reprice"
+down_revision = "0002_order_totals"
+branch_labels = None
+depends_on = None
+
+phase = "expand"
+
+
+def upgrade() -> None:
+    op.execute("UPDATE products SET price_cents = price_cents * 2")
+    op.execute("DELETE FROM products WHERE sku = 'TEA-001'")
+
+
+def downgrade() -> None:
+    pass
+'''
+
+
+@pytest.fixture
+def irreversible(monkeypatch, tmp_path):
+    """The shop at revision 0002 with an irreversible data revision ready, rollback: snapshot."""
+    product_dir = tmp_path / "shop"
+    shutil.copytree(ROOT / "examples" / "shop", product_dir, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in LATER:
+        (product_dir / "migrations" / "versions" / name).unlink()
+    manifest = product_dir / "release.yaml"
+    shop = shop_environment(monkeypatch, tmp_path, manifest)
+    try:
+        assert shop.run("release", release_config(FIRST)).success
+        (product_dir / "migrations" / "versions" / "0003_reprice.py").write_text(REPRICE)
+        yield shop, manifest
+    finally:
+        shop.stop()
+        assert not processes_under(shop.home)
+
+
+def prices(shop) -> dict[str, int]:
+    with app_engine(shop).connect() as conn:
+        return dict(conn.execute(text("select sku, price_cents from products")).all())
+
+
+def test_irreversible_revision_is_refused_at_preflight_under_downgrade(irreversible) -> None:
+    shop, _ = irreversible
+    result = shop.run("release", release_config({"orders": "1.1.0"}))
+    assert not result.success
+    message = shop.failure_message(result)
+    assert "revision 0003_reprice cannot be downgraded" in message and "rollback: snapshot" in message
+    assert revision(shop) == "0002_order_totals"  # nothing ran
+    assert shop.active() is None  # and no release occupies the product
+
+
+def test_snapshot_rollback_restores_data_and_keeps_new_rows(irreversible, monkeypatch) -> None:
+    shop, manifest = irreversible
+    manifest.write_text(manifest.read_text().replace("rollback: downgrade", "rollback: snapshot"))
+    from tests.release_harness import Shop
+
+    shop = Shop(shop.home, manifest, shop.instance)
+    before = prices(shop)
+    assert shop.run("release", release_config({"orders": "1.1.0"})).success
+    assert prices(shop) != before and "TEA-001" not in prices(shop)
+    with app_engine(shop).begin() as conn:  # the canary writes while it runs
+        conn.execute(text("insert into products (sku, name, price_cents) values ('NEW-999', 'New', 100)"))
+    assert shop.run("rollback", rollback_config(shop.active().id)).success
+    restored = prices(shop)
+    assert {k: v for k, v in restored.items() if k != "NEW-999"} == before
+    assert restored["NEW-999"] == 100  # a row written after the snapshot is kept
+    tables = inspect(app_engine(shop)).get_table_names()
+    assert not [t for t in tables if "__snap_" in t]  # snapshot cleaned up
