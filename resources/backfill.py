@@ -14,6 +14,7 @@ import re
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 from sqlalchemy import text
@@ -23,6 +24,11 @@ from release_pipelines.errors import ReleaseError
 from resources.migration_safety import is_retryable
 
 PROGRESS_TABLE = "release_backfill_progress"
+
+progress_reporter: ContextVar[Callable[[str, int, int], None] | None] = ContextVar("progress_reporter", default=None)
+"""Who hears about backfills that run deep inside an Alembic revision: the migrate step sets it
+for the duration of a migration, so progress reaches the Dagster log without the revision
+knowing about Dagster. Called with (job, rows_done, rows_total) after each batch."""
 _SAVE = (
     f"INSERT INTO {PROGRESS_TABLE} (job, last_key, rows_done) VALUES (:job, :upto, :done)"
     " ON CONFLICT (job) DO UPDATE SET last_key = excluded.last_key,"
@@ -158,6 +164,8 @@ def backfill(
         batches += 1
         if progress:
             progress(rows_done, rows_total)
+        if (reporter := progress_reporter.get()) is not None:
+            reporter(job, rows_done, rows_total)
         delay = min(max_backoff_s, max(delay * 2, 0.05)) if _lock_waiters(bind) else sleep_s
         if delay:
             time.sleep(delay)

@@ -20,6 +20,7 @@ from release_pipelines.manifest import RollbackStrategy
 from release_pipelines.product import Product
 from release_pipelines.steps.context import StepContext
 from resources.database_url import resolve_url
+from resources.backfill import progress_reporter
 from resources.migrations import MigrationRunner
 from resources.snapshot import TableSnapshot, drop_snapshot, restore_snapshot, take_snapshot
 
@@ -63,6 +64,21 @@ def _materializations(ctx: StepContext, database_name: str, start: str | None, e
         engine.dispose()
 
 
+def _backfill_progress(ctx: StepContext, database_name: str):
+    """Log every batch's progress; record each tenth in the ledger so a resumed run shows it too."""
+    recorded: dict[str, int] = {}
+
+    def report(job: str, done: int, total: int) -> None:
+        share = done / total if total else 1.0
+        ctx.log(f"backfill {database_name}/{job}: {done}/{total} rows ({share:.0%})")
+        decile = int(share * 10)
+        if recorded.get(job) != decile:
+            recorded[job] = decile
+            ctx.record("backfill:progress", database=database_name, job=job, rows_done=done, rows_total=total)
+
+    return report
+
+
 def expand(ctx: StepContext, database_name: str) -> Iterator[Any]:
     """Apply pending expand revisions; yield a materialization per table they touched."""
     runner = runner_for(ctx.product, database_name, application_name=f"release:{ctx.release_id}")
@@ -80,7 +96,11 @@ def expand(ctx: StepContext, database_name: str) -> Iterator[Any]:
         ctx.log(f"{database_name}: snapshot of {', '.join(f'{t.table} ({t.rows} rows)' for t in taken)}")
     ctx.record("migrate:start", database=database_name, from_revision=start, pending=pending, rows_before=rows_before)
     began = time.monotonic()
-    results = runner.upgrade(log=ctx.log)
+    token = progress_reporter.set(_backfill_progress(ctx, database_name))
+    try:
+        results = runner.upgrade(log=ctx.log)
+    finally:
+        progress_reporter.reset(token)
     end = runner.current()
     ctx.record("migrate:done", database=database_name, from_revision=start, to_revision=end,
                revisions=[r.revision for r in results], seconds=round(time.monotonic() - began, 3))

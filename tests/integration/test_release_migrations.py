@@ -163,3 +163,28 @@ def test_snapshot_rollback_restores_data_and_keeps_new_rows(irreversible, monkey
     assert restored["NEW-999"] == 100  # a row written after the snapshot is kept
     tables = inspect(app_engine(shop)).get_table_names()
     assert not [t for t in tables if "__snap_" in t]  # snapshot cleaned up
+
+
+def test_backfill_progress_reaches_the_ledger_and_the_run_log(monkeypatch, tmp_path) -> None:
+    product_dir = tmp_path / "shop"
+    shutil.copytree(ROOT / "examples" / "shop", product_dir, ignore=shutil.ignore_patterns("__pycache__"))
+    held = tmp_path / "0002_order_totals.py"
+    shutil.move(product_dir / "migrations" / "versions" / "0002_order_totals.py", held)
+    for name in LATER:
+        (product_dir / "migrations" / "versions" / name).unlink()
+    shop = shop_environment(monkeypatch, tmp_path, product_dir / "release.yaml")
+    try:
+        assert shop.run("release", release_config(FIRST)).success
+        with app_engine(shop).begin() as conn:
+            conn.execute(text("insert into orders (product_id, quantity, status) "
+                              "select 1, 1, 'new' from products p1, products p2, products p3, products p4, "
+                              "products p5, products p6 limit 2500"))
+        shutil.copy(held, product_dir / "migrations" / "versions" / held.name)
+        result = shop.run("release", release_config({"orders": "1.1.0"}))
+        assert result.success, shop.failure_message(result)
+        progress = [e.payload for e in shop.ledger.events(shop.active().id) if e.kind == "backfill:progress"]
+        assert progress and progress[-1]["rows_done"] == progress[-1]["rows_total"] == 2500
+        logs = [r.user_message for r in shop.instance.all_logs(result.run_id) if r.user_message]
+        assert any("backfill shop_db/0002_order_totals: 2500/2500 rows (100%)" in m for m in logs)
+    finally:
+        shop.stop()
