@@ -18,7 +18,7 @@ import psutil
 import pytest
 
 from release_pipelines.canary import ServiceSeries, decide, judge_service
-from release_pipelines.canary_sensor import _counts  # exactly what the sensor keeps per tick
+from release_pipelines.canary import _counts  # exactly what the sensor keeps per tick
 from release_pipelines.judge import Verdict
 from release_pipelines.manifest import Canary, Deploy, LocalDeploy, Manifest, Service
 from resources.metrics import MetricsSnapshot, MetricsUnavailable
