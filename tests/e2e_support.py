@@ -215,7 +215,8 @@ class BackgroundLoad:
         self.loadgen = _loadgen()
         self.requests: Counter[tuple[str, str]] = Counter()
         self.errors: Counter[tuple[str, str]] = Counter()
-        self.first_seen: dict[tuple[str, str], float] = {}
+        self.first_seen: dict[tuple[str, str], float] = {}  # time.monotonic()
+        self.first_seen_wall: dict[tuple[str, str], float] = {}  # time.time()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True, name="e2e-load")
 
@@ -240,14 +241,15 @@ class BackgroundLoad:
                 try:
                     result = asyncio.run(self.loadgen.run_load(endpoint + PATHS.get(service.name, "/"),
                                                                self.burst, 10.0, self.concurrency))
-                except Exception:  # noqa: BLE001
+                except Exception:  # noqa: BLE001, S112 - a router restarting mid-burst: next burst
                     continue
                 now = time.monotonic()
                 for version, n in result.by_version.items():
                     key = (service.name, version)
                     self.requests[key] += n
                     self.errors[key] += result.errors_by_version.get(version, 0)
-                    self.first_seen.setdefault(key, now)
+                    if key not in self.first_seen:
+                        self.first_seen[key], self.first_seen_wall[key] = now, time.time()
                 sent += result.sent
             if not sent:
                 self._stop.wait(0.5)

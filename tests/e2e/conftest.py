@@ -59,11 +59,11 @@ def ensure_chromium() -> Path:
             "(or point RELEASE_TEST_CHROMIUM at a chromium binary)"
         )
     env = os.environ | {"DEBIAN_FRONTEND": "noninteractive"}
-    result = subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", "chromium"],
+    result = subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", "chromium"], check=False,
                             capture_output=True, text=True, env=env, timeout=900)
     if result.returncode != 0:  # the package lists may be stale on a fresh machine
-        subprocess.run(["apt-get", "update"], capture_output=True, text=True, env=env, timeout=600)
-        result = subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", "chromium"],
+        subprocess.run(["apt-get", "update"], check=False, capture_output=True, text=True, env=env, timeout=600)
+        result = subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", "chromium"], check=False,
                                 capture_output=True, text=True, env=env, timeout=900)
     if result.returncode != 0 or not CHROMIUM.exists():
         pytest.fail(f"could not install chromium with apt-get:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
