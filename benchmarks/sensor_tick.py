@@ -251,7 +251,15 @@ def _breakdown(defs, name: str, cursor, instance) -> dict[str, float]:
 
     release = clock("ledger: active release", lambda: book.active_release(name))
     clock("platform: status (state file + psutil)", lambda: platform.status("svc"))
-    clock("metrics: HTTP scrape + parse", lambda: provider.snapshot("svc", "1.0.0", "1.1.0"))
+    clock("metrics: HTTP scrape + parse (httpx.get per call)", lambda: provider.snapshot("svc", "1.0.0", "1.1.0"))
+    import httpx
+
+    from resources.router_metrics import parse_router_metrics
+
+    endpoint = platform.status("svc").endpoint
+    with httpx.Client(timeout=2.0) as client:
+        clock("  the same with one shared httpx.Client (suggested fix)",
+              lambda: parse_router_metrics(client.get(f"{endpoint}/_router/metrics").text))
     state = json.loads(cursor)
     series = [ServiceSeries(s, e["baseline"], e["canary"]) for s, e in state["series"].items()]
     elapsed = (datetime.now(UTC) - release.updated_at).total_seconds()
