@@ -4,6 +4,7 @@ in Prometheus text format at /_router/metrics; we read them directly, no Prometh
 from __future__ import annotations
 
 from collections import defaultdict
+from functools import cache
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
@@ -37,12 +38,20 @@ def parse_router_metrics(text: str) -> dict[str, VersionMetrics]:
     }
 
 
+@cache
+def _shared_client() -> httpx.Client:
+    """One pooled client per process: a new client per scrape costs ~60 ms (SSL context set-up),
+    most of a sensor tick (benchmarks/sensor_tick.py)."""
+    return httpx.Client()
+
+
 class RouterMetricsProvider:
     """Reads a service's router; `endpoint_of(service)` gives its base URL (the local platform)."""
 
     def __init__(self, endpoint_of, timeout: float = 2.0):
         self._endpoint_of = endpoint_of
         self._timeout = timeout
+        self._client = _shared_client()
 
     def snapshot(self, service: str, stable_version: str, canary_version: str) -> MetricsSnapshot:
         base = self._endpoint_of(service)
@@ -50,7 +59,7 @@ class RouterMetricsProvider:
             raise MetricsUnavailable(f"{service}: no router is running, so there are no metrics")
         url = f"{base}/_router/metrics"
         try:
-            response = httpx.get(url, timeout=self._timeout)
+            response = self._client.get(url, timeout=self._timeout)
             response.raise_for_status()
         except httpx.HTTPError as exc:
             raise MetricsUnavailable(f"{service}: router metrics at {url} unavailable ({type(exc).__name__})") from None
