@@ -14,7 +14,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from release_pipelines.judge import MetricVerdict, OverallVerdict, Verdict, apply_deadline, judge_overall
+from release_pipelines.judge import (
+    MetricVerdict,
+    OverallVerdict,
+    Verdict,
+    apply_deadline,
+    judge_overall,
+    judge_resource,
+)
 from release_pipelines.judge_errors import Bucket, judge_errors
 from release_pipelines.judge_latency import HistogramLook, judge_latency_histograms
 from release_pipelines.manifest import Manifest, MetricKind
@@ -30,6 +37,8 @@ class ServiceSeries:
     service: str
     baseline: Sequence[Counts]
     canary: Sequence[Counts]
+    # kind ("memory" | "cpu") -> (baseline samples, canary samples), measured by the platform
+    resources: Mapping[str, tuple[Sequence[float], Sequence[float]]] | None = None
 
 
 @dataclass(frozen=True)
@@ -99,7 +108,14 @@ def judge_service(manifest: Manifest, series: ServiceSeries) -> OverallVerdict:
                                          direction=metric.direction, critical=metric.critical, alpha=analysis.alpha,
                                          **({"tolerance": metric.tolerance} if metric.tolerance else {}))
             )
-        # memory / cpu come from the platform's process measurements, judged where they are taken
+        elif metric.kind in (MetricKind.memory, MetricKind.cpu):
+            # process measurements (LocalPlatform.resource_usage) kept in the sensor's cursor
+            baseline, canary = (series.resources or {}).get(metric.kind.value, ((), ()))
+            verdicts.append(
+                judge_resource(baseline, canary, name=metric.name, kind=metric.kind, direction=metric.direction,
+                               critical=metric.critical, alpha=analysis.alpha,
+                               **({"tolerance": metric.tolerance} if metric.tolerance else {}))
+            )
     return judge_overall(verdicts)
 
 

@@ -22,11 +22,12 @@ from dagster import (
 )
 
 from release_pipelines.approvals import missing_approvals
+from release_pipelines.budgets import budget_status, slow_requests
 from release_pipelines.canary import ServiceSeries, append_read, decide
-from release_pipelines.jobs.common import TAG_PRODUCT, TAG_RELEASE
+from release_pipelines.jobs.common import TAG_PRODUCT, TAG_RELEASE, error_budget_observation
 from release_pipelines.jobs.promote import bake_remaining
 from release_pipelines.judge import Verdict
-from release_pipelines.manifest import ApprovalPhase
+from release_pipelines.manifest import ApprovalPhase, MetricKind
 from release_pipelines.product import Product
 from release_pipelines.states import ReleaseState
 from release_pipelines.steps.migrate import contract_pending
@@ -35,6 +36,31 @@ from resources.dagster_resources import LedgerResource, MetricsResource, Platfor
 from resources.metrics import MetricsUnavailable
 
 MAX_SERIES = 5000
+MAX_RESOURCE_SAMPLES = 200
+RESOURCE_KINDS = (MetricKind.memory, MetricKind.cpu)
+
+
+def append_resource_samples(manifest, platform, service: str, entry: dict) -> None:
+    """One (stable, canary) memory MB and CPU % sample per tick into the cursor entry, when the
+    service judges a memory/cpu metric and the platform can measure its processes."""
+    kinds = {m.kind for m in manifest.service(service).canary.analysis.metrics} & set(RESOURCE_KINDS)
+    measure = getattr(platform, "resource_usage", None)
+    if not kinds or measure is None:
+        return
+    usage = measure(service)
+    if "stable" not in usage or "canary" not in usage:
+        return
+    store = entry.setdefault("resources", {})
+    for kind in kinds:
+        index = 0 if kind is MetricKind.memory else 1
+        base, can = store.setdefault(kind.value, [[], []])
+        base.append(round(usage["stable"][index], 3))
+        can.append(round(usage["canary"][index], 3))
+        store[kind.value] = [base[-MAX_RESOURCE_SAMPLES:], can[-MAX_RESOURCE_SAMPLES:]]
+
+
+def resources_of(entry: dict) -> dict[str, tuple[list[float], list[float]]]:
+    return {kind: (pair[0], pair[1]) for kind, pair in entry.get("resources", {}).items()}
 
 
 def build_canary_sensor(product: Product, promote_job: JobDefinition, rollback_job: JobDefinition):
@@ -83,21 +109,32 @@ def build_canary_sensor(product: Product, promote_job: JobDefinition, rollback_j
             cursor = {"key": key, "series": {}}
         provider = metrics.provider(services)
         unavailable: dict[str, str] = {}
+        budget_events = []
         for service, version in canaries.items():
             stable = services.status(service).stable_version or ""
+            entry = cursor["series"].get(service) or {"baseline": [], "canary": []}
+            append_resource_samples(manifest, services, service, entry)
+            if entry.get("resources"):
+                cursor["series"][service] = entry
             try:
                 snap = provider.snapshot(service, stable, version)
             except MetricsUnavailable as exc:
                 unavailable[service] = str(exc)
                 continue
-            entry = cursor["series"].setdefault(service, {"baseline": [], "canary": []})
+            cursor["series"][service] = entry
             skipped = append_read(entry, snap.stable, snap.canary, MAX_SERIES)
             if skipped:
                 unavailable[service] = skipped
+            slo = manifest.service(service).slo
+            if slo is not None and snap.stable is not None:
+                status = budget_status(service, slo, snap.stable.requests, snap.stable.errors,
+                                       slow_requests(snap.stable.latency_buckets, slo.latency_ms))
+                budget_events.append(error_budget_observation(product, service, status, release.id))
         context.update_cursor(json.dumps(cursor))
 
         elapsed = (datetime.now(UTC) - release.updated_at).total_seconds()
-        series = [ServiceSeries(s, e["baseline"], e["canary"]) for s, e in cursor["series"].items() if s in canaries]
+        series = [ServiceSeries(s, e["baseline"], e["canary"], resources_of(e))
+                  for s, e in cursor["series"].items() if s in canaries]
         decision = decide(manifest, series, elapsed_seconds=elapsed, unavailable=unavailable)
         observations = [
             AssetObservation(
@@ -117,7 +154,7 @@ def build_canary_sensor(product: Product, promote_job: JobDefinition, rollback_j
                 },
             )
             for service, verdict in decision.services.items()
-        ]
+        ] + budget_events
         min_step = max(manifest.service(s).canary.analysis.min_step_seconds for s in canaries)
         if decision.verdict is Verdict.failed:
             book.record(release.id, "verdict", "canary-sensor", payload={

@@ -198,4 +198,8 @@ def _register_subcommands() -> None:
         main.add_command(command)
 
 
+    from release_pipelines.cli_observability import observability_commands
+
+    for command in observability_commands:
+        main.add_command(command)
 _register_subcommands()

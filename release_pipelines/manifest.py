@@ -208,6 +208,23 @@ class ApiContract(Strict):
 
 class Service(Strict):
     name: Name
+class Slo(Strict):
+    """A service's objectives over its last `window_requests` requests; the unspent part is its
+    error budget (preflight refuses a release of a service that has spent it)."""
+
+    availability: float = Field(default=0.995, gt=0, lt=1, description="share of requests that must not fail (5xx)")
+    latency_ms: float = Field(default=300, gt=0, description="a request slower than this counts against latency_target")
+    latency_target: float = Field(default=0.99, gt=0, lt=1, description="share of requests faster than latency_ms")
+    window_requests: int = Field(default=10000, ge=1, description="the budget is computed over this many requests")
+
+
+class ResourceBudget(Strict):
+    """What one running version of the service may use; canary and stable run side by side."""
+
+    memory_mb: float | None = Field(default=None, gt=0, description="resident memory per version (MB)")
+    cpu_percent: float | None = Field(default=None, gt=0, le=6400, description="CPU per version (100 = one core)")
+
+
     depends_on: list[Name] = Field(default_factory=list, description="services or databases")
     deploy: Deploy
     health: Health = Field(default_factory=Health)
@@ -217,6 +234,8 @@ class Service(Strict):
     writes: list[str] = Field(default_factory=list, description="tables as database.table")
 
 
+    slo: Slo | None = Field(default=None, description="availability/latency objectives (error budget)")
+    resources: ResourceBudget | None = Field(default=None, description="memory/cpu budget per running version")
 # ---------------------------------------------------------------- databases
 
 

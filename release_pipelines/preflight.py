@@ -7,6 +7,7 @@ run before the release is recorded as started, so a refusal leaves nothing half-
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from release_pipelines.planner import ReleasePlan
 from release_pipelines.product import Product
@@ -16,12 +17,60 @@ from resources.migrations import MigrationRunner
 
 
 def preflight_problems(
-    product: Product, plan: ReleasePlan, break_glass_reason: str = "", at: datetime | None = None
+    product: Product, plan: ReleasePlan, break_glass_reason: str = "", at: datetime | None = None,
+    platform: Any = None, metrics_provider: Any = None, available_mb: float | None = None,
 ) -> list[str]:
     problems: list[str] = window_problems(product, break_glass_reason, at)
     for database in plan.databases:
         problems += migration_problems(product, database)
+    if platform is not None:
+        problems += error_budget_problems(product, plan, platform, metrics_provider)
+        problems += resource_problems(product, plan, platform, available_mb)
     return problems
+
+
+def error_budget_problems(product: Product, plan: ReleasePlan, platform: Any, metrics_provider: Any = None) -> list[str]:
+    """A service the release changes whose stable version has spent its SLO's error budget
+    (read from the router counters, or Prometheus) is refused; unreadable metrics refuse nothing."""
+    from release_pipelines.budgets import budget_problem, budget_status, slow_requests
+    from resources.metrics import MetricsUnavailable
+
+    if metrics_provider is None:
+        from resources.router_metrics import RouterMetricsProvider
+
+        metrics_provider = RouterMetricsProvider(lambda service: platform.status(service).endpoint)
+    problems = []
+    for change in plan.changes:
+        slo = product.manifest.service(change.service).slo
+        if slo is None or not change.from_version:
+            continue
+        try:
+            stable = metrics_provider.snapshot(change.service, change.from_version, change.to_version).stable
+        except MetricsUnavailable:
+            continue
+        if stable is None:
+            continue
+        status = budget_status(change.service, slo, stable.requests, stable.errors,
+                               slow_requests(stable.latency_buckets, slo.latency_ms))
+        if problem := budget_problem(status, slo):
+            problems.append(problem)
+    return problems
+
+
+def resource_problems(product: Product, plan: ReleasePlan, platform: Any, available_mb: float | None = None) -> list[str]:
+    """Room to run each canary beside the running stable versions, by their memory budgets."""
+    from release_pipelines.budgets import memory_room_problem
+
+    if available_mb is None:
+        import psutil
+
+        available_mb = psutil.virtual_memory().available / (1024 * 1024)
+    manifest = product.manifest
+    running = [s.name for s in manifest.services if platform.status(s.name).stable_version]
+    # a first install runs no canary beside a stable version: only upgrades need the room
+    canaries = [c.service for c in plan.changes if c.from_version]
+    problem = memory_room_problem(manifest, running, canaries, available_mb)
+    return [problem] if problem else []
 
 
 def window_problems(product: Product, break_glass_reason: str = "", at: datetime | None = None) -> list[str]:

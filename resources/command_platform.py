@@ -117,7 +117,8 @@ class CommandPlatform:
         self.state = StateFile(state_file)
         self.release_id = release_id
 
-    def deploy_canary(self, service: str, version: str, log: Log = quiet) -> ServiceStatus:
+    def deploy_canary(self, service: str, version: str, log: Log = quiet, release_id: str | None = None) -> ServiceStatus:
+        """`release_id` (optional) fills {release_id} in the templates for this call (correlation)."""
         with self.state.update() as doc:
             entry = _entry(doc, service)
             if version in (entry["stable"], entry["canary"]):
@@ -127,7 +128,8 @@ class CommandPlatform:
                 raise DeployError(
                     f"{service}: canary {entry['canary']} is deployed; promote or abort it before deploying {version}"
                 )
-            self._run(service, "deploy", log, version=version, stable_version=entry["stable"])
+            self._run(service, "deploy", log, version=version, stable_version=entry["stable"],
+                      **({"release_id": release_id} if release_id else {}))
             if entry["stable"] is None:
                 entry["stable"] = version
                 log(f"{service} {version} installed as stable (first install)")
@@ -136,13 +138,14 @@ class CommandPlatform:
                 log(f"{service} {version} deployed as canary next to {entry['stable']}")
             return _status(service, entry)
 
-    def set_weight(self, service: str, weight: int, log: Log = quiet) -> ServiceStatus:
+    def set_weight(self, service: str, weight: int, log: Log = quiet, release_id: str | None = None) -> ServiceStatus:
         with self.state.update() as doc:
             entry = _entry(doc, service)
             if entry["canary"] is None:
                 raise DeployError(f"{service} has no canary to send {weight} % to; deploy one first")
             self._run(service, "set_weight", log, version=entry["canary"],
-                      stable_version=entry["stable"], weight=str(weight))
+                      stable_version=entry["stable"], weight=str(weight),
+                      **({"release_id": release_id} if release_id else {}))
             entry["weight"] = weight
             return _status(service, entry)
 

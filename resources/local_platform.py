@@ -5,7 +5,8 @@ each Dagster run, the CLI and the canary sensor manage the same processes, and a
 not mistaken for our process. Liveness is always observed (psutil), never assumed.
 
 Layout of one service entry:
-    {"router": proc, "stable": proc | null, "canary": proc | null, "weight": 0-100, "retiring": [proc]}
+    {"router": proc, "stable": proc | null, "canary": proc | null, "weight": 0-100, "retiring": [proc],
+     "release_id": str | null}   (the release that deployed the canary; the router tags its requests)
     proc = {"version", "port", "pid", "started", "log"}
 
 Services get `<DEPENDENCY>_URL` environment variables pointing at their dependencies' routers,
@@ -65,7 +66,7 @@ class LocalPlatform:
 
     # ------------------------------------------------------------ operations
 
-    def deploy_canary(self, service: str, version: str, log: Log = quiet) -> ServiceStatus:
+    def deploy_canary(self, service: str, version: str, log: Log = quiet, release_id: str | None = None) -> ServiceStatus:
         spec = self._spec(service)
         if not re.match(VERSION_PATTERN, version):
             raise DeployError(f"{service}: {version!r} is not a valid version (letters, digits, . _ + -)")
@@ -103,7 +104,7 @@ class LocalPlatform:
                 else:
                     self._stop([record])
             else:
-                entry.update(canary=record, weight=0)
+                entry.update(canary=record, weight=0, release_id=release_id)
                 log(f"{service} {version} runs as canary next to {stable['version']} with 0 % traffic")
             if not health.healthy:
                 advice = (
@@ -121,7 +122,7 @@ class LocalPlatform:
             raise failure
         return status
 
-    def set_weight(self, service: str, weight: int, log: Log = quiet) -> ServiceStatus:
+    def set_weight(self, service: str, weight: int, log: Log = quiet, release_id: str | None = None) -> ServiceStatus:
         self._spec(service)
         if not isinstance(weight, int) or not 0 <= weight <= 100:
             raise DeployError(f"{service}: canary weight must be an integer from 0 to 100, got {weight!r}")
@@ -135,6 +136,8 @@ class LocalPlatform:
                     f"{service} canary {canary['version']} is not running (see {canary['log']}); abort it"
                 )
             entry["weight"] = weight
+            if release_id and canary is not None:
+                entry["release_id"] = release_id
             self._ensure_router(doc, service, log)
             self._push(service, entry, log)
             log(f"{service}: {weight} % of traffic to canary {canary['version'] if canary else '-'}")
@@ -152,7 +155,7 @@ class LocalPlatform:
                     f"{service} canary {canary['version']} is not running (see {canary['log']}); "
                     "abort instead of promoting"
                 )
-            entry.update(stable=canary, canary=None, weight=0)
+            entry.update(stable=canary, canary=None, weight=0, release_id=None)
             self._retire(entry, old)
             self._ensure_router(doc, service, log)
             self._push(service, entry, log)
@@ -169,7 +172,7 @@ class LocalPlatform:
                 if not entry["retiring"]:
                     return self._status(service, doc)
             else:
-                entry.update(canary=None, weight=0)
+                entry.update(canary=None, weight=0, release_id=None)
                 self._retire(entry, canary)
                 self._ensure_router(doc, service, log)
                 self._push(service, entry, log)
@@ -196,6 +199,36 @@ class LocalPlatform:
                         VersionInfo(service, proc["version"], role, self._alive(proc), proc["pid"], proc["port"])
                     )
         return versions
+
+    def resource_usage(self, service: str) -> dict[str, tuple[float, float]]:
+        """role -> (resident memory MB, CPU percent) of the service's live stable and canary processes.
+
+        Memory is the RSS of the process and its children (the process group we started); CPU is
+        the average since start (CPU seconds / wall seconds * 100, 100 = one core), so one call
+        needs no sampling interval.
+        """
+        entry = self.state.read().get("services", {}).get(service, {})
+        usage: dict[str, tuple[float, float]] = {}
+        for role in ("stable", "canary"):
+            proc = entry.get(role)
+            if not proc or not self._alive(proc):
+                continue
+            try:
+                process = psutil.Process(proc["pid"])
+                family = [process, *process.children(recursive=True)]
+                rss = cpu_seconds = 0.0
+                for member in family:
+                    try:
+                        rss += member.memory_info().rss
+                        times = member.cpu_times()
+                        cpu_seconds += times.user + times.system
+                    except (psutil.NoSuchProcess, psutil.AccessDenied):
+                        continue
+                wall = max(time.time() - process.create_time(), 1e-3)
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+            usage[role] = (rss / (1024 * 1024), 100.0 * cpu_seconds / wall)
+        return usage
 
     def stop_all(self, log: Log = quiet) -> None:
         """Stop every router and version this state knows, and forget them."""
@@ -327,7 +360,8 @@ class LocalPlatform:
 
     def _push(self, service: str, entry: dict[str, Any], log: Log) -> None:
         """Tell the router the routing recorded in `entry` (one atomic swap on its side)."""
-        routing = Routing.from_json({"stable": entry["stable"], "canary": entry["canary"], "weight": entry["weight"]})
+        routing = Routing.from_json({"stable": entry["stable"], "canary": entry["canary"], "weight": entry["weight"],
+                                     "release_id": entry.get("release_id") if entry["canary"] else None})
         url = f"http://127.0.0.1:{entry['router']['port']}/_router/route"
         try:
             httpx.post(url, json=routing.to_json(), timeout=5.0).raise_for_status()

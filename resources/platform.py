@@ -79,13 +79,14 @@ class HealthResult:
 class DeploymentPlatform(Protocol):
     """Canary deployments of one product's services."""
 
-    def deploy_canary(self, service: str, version: str, log: Log = quiet) -> ServiceStatus:
+    def deploy_canary(self, service: str, version: str, log: Log = quiet, release_id: str | None = None) -> ServiceStatus:
         """Start `version` next to stable at 0 % traffic; with no stable yet, install it as stable
-        with 100 % traffic (first install). Raises DeployError if it does not become healthy."""
+        with 100 % traffic (first install). Raises DeployError if it does not become healthy.
+        `release_id` (optional) is the correlation id: requests the canary serves carry it."""
         ...
 
-    def set_weight(self, service: str, weight: int, log: Log = quiet) -> ServiceStatus:
-        """Send `weight` percent (0-100) of requests to the canary."""
+    def set_weight(self, service: str, weight: int, log: Log = quiet, release_id: str | None = None) -> ServiceStatus:
+        """Send `weight` percent (0-100) of requests to the canary (`release_id`: see deploy_canary)."""
         ...
 
     def promote(self, service: str, log: Log = quiet) -> ServiceStatus:

@@ -8,7 +8,10 @@ version. These metric names are a contract with the metrics provider:
     release_router_request_duration_seconds{service,version,role}      histogram
 
 Reserved paths: GET /_router/metrics (Prometheus text), GET /_router/state and POST /_router/route
-(JSON `{"stable": {"version", "port"} | null, "canary": ... | null, "weight": 0-100}`).
+(JSON `{"stable": {"version", "port"} | null, "canary": ... | null, "weight": 0-100, "release_id": str | null}`).
+
+Correlation: a request served by the canary carries `X-Release-Id: <release_id>` (the release that
+deployed the canary) to the canary backend, and the response returns it to the client.
 A route change swaps one immutable object, so in-flight requests finish on the backend they
 chose and none is dropped. At start the routing comes from the platform's state file, so a
 restarted router serves what the platform last decided.
@@ -64,6 +67,7 @@ class Routing:
     stable: Backend | None
     canary: Backend | None
     weight: int
+    release_id: str | None = None
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Routing:
@@ -80,7 +84,11 @@ class Routing:
         weight = data.get("weight", 0)
         if not isinstance(weight, int) or not 0 <= weight <= 100:
             raise RouteError(f"weight must be an integer from 0 to 100, got {weight!r}")
-        routing = cls(backend("stable"), backend("canary"), weight)
+        release_id = data.get("release_id")
+        if release_id is not None and (not isinstance(release_id, str) or len(release_id) > 200
+                                       or any(c in release_id for c in "\r\n")):
+            raise RouteError("release_id must be a single-line string")
+        routing = cls(backend("stable"), backend("canary"), weight, release_id or None)
         if routing.canary is None and weight:
             raise RouteError("a weight above 0 needs a canary")
         return routing
@@ -89,7 +97,8 @@ class Routing:
         def as_dict(backend: Backend | None) -> dict[str, Any] | None:
             return None if backend is None else {"version": backend.version, "port": backend.port}
 
-        return {"stable": as_dict(self.stable), "canary": as_dict(self.canary), "weight": self.weight}
+        routing = {"stable": as_dict(self.stable), "canary": as_dict(self.canary), "weight": self.weight}
+        return routing | ({"release_id": self.release_id} if self.release_id else {})
 
     def choose(self) -> tuple[str, Backend] | None:
         if self.canary is not None and (self.stable is None or random.random() * 100 < self.weight):
@@ -103,7 +112,7 @@ def read_routing(state_file: Path, service: str) -> Routing:
         entry = json.loads(state_file.read_text()).get("services", {}).get(service, {})
     except FileNotFoundError:
         entry = {}
-    return Routing.from_json({k: entry.get(k) for k in ("stable", "canary")} | {"weight": entry.get("weight", 0)})
+    return Routing.from_json({k: entry.get(k) for k in ("stable", "canary", "release_id")} | {"weight": entry.get("weight", 0)})
 
 
 def create_app(service: str, routing: Routing) -> Starlette:
@@ -145,11 +154,16 @@ def create_app(service: str, routing: Routing) -> Starlette:
         return JSONResponse(current["routing"].to_json())
 
     async def forward(request: Request) -> Response:
-        choice = current["routing"].choose()
+        routing = current["routing"]
+        choice = routing.choose()
         if choice is None:
             return JSONResponse({"error": f"{service}: no version deployed"}, status_code=503)
         role, backend = choice
-        headers = [(k, v) for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP]
+        release_id = routing.release_id if role == "canary" else None
+        headers = [(k, v) for k, v in request.headers.items()
+                   if k.lower() not in HOP_BY_HOP and not (release_id and k.lower() == "x-release-id")]
+        if release_id:
+            headers.append(("X-Release-Id", release_id))
         path = request.scope.get("raw_path") or request.url.path.encode()
         url = f"http://127.0.0.1:{backend.port}{path.decode('latin-1')}"
         started = time.perf_counter()
@@ -170,6 +184,8 @@ def create_app(service: str, routing: Routing) -> Starlette:
         requests_total.labels(service, backend.version, role, f"{response.status_code // 100}xx").inc()
         response.headers["X-Release-Version"] = backend.version
         response.headers["X-Release-Role"] = role
+        if release_id:
+            response.headers["X-Release-Id"] = release_id
         return response
 
     return Starlette(

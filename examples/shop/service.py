@@ -10,9 +10,13 @@ So the demo has something to catch, behaviour depends on the version:
   - a version containing "crash" exits at start (the health check must fail);
   - a version containing "slow" takes 4 s to start;
   - a version containing "bad" answers ~5 % of requests with HTTP 500 and adds ~80 ms latency;
+  - a version containing "fat" allocates about twice its start-up memory again at start and keeps
+    it (~3x the normal RSS), so a memory metric on the canary must fail;
   - any other version fails ~0.5 % of requests.
 SHOP_ERROR_RATE (0-1) and SHOP_EXTRA_LATENCY_MS override both. /healthz never fails on purpose.
 Flags (e.g. express-checkout) are read through the OpenFeature SDK from the flagd-format file.
+Every response echoes the `X-Release-Id` request header (set by the router on canary requests) as
+`X-Backend-Release-Id`, so tests can see the correlation id reached the backend.
 """
 
 from __future__ import annotations
@@ -77,6 +81,40 @@ class Misbehave:
         return await self.app(scope, receive, send)
 
 
+class EchoReleaseId:
+    """ASGI middleware: return the X-Release-Id this backend received as X-Backend-Release-Id."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        seen = next((v for k, v in scope.get("headers", []) if k.lower() == b"x-release-id"), None)
+        if seen is None:
+            return await self.app(scope, receive, send)
+
+        async def send_with_echo(message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), (b"x-backend-release-id", seen)]}
+            await send(message)
+
+        return await self.app(scope, receive, send_with_echo)
+
+
+BALLAST: list[bytearray] = []
+
+
+def allocate_ballast(factor: float = 2.0) -> int:
+    """Hold `factor` x the current resident memory in touched pages (the "fat" demo version)."""
+    import resource
+
+    rss_bytes = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+    size = max(int(rss_bytes * factor), 64 * 1024 * 1024)
+    BALLAST.append(bytearray(b"\x01") * size)  # written, so resident
+    return size
+
+
 def create_app(service: str, version: str, flags: OpenFeatureClient) -> Starlette:
     orders: list[dict[str, object]] = []
     http: dict[str, httpx.AsyncClient] = {}
@@ -135,6 +173,7 @@ def create_app(service: str, version: str, flags: OpenFeatureClient) -> Starlett
     }[service]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.add_middleware(Misbehave, behaviour=Behaviour.for_version(version))
+    app.add_middleware(EchoReleaseId)
     return app
 
 
@@ -152,6 +191,8 @@ def main(argv: list[str] | None = None) -> None:
         time.sleep(4)  # a slow start: the health check waits (fault-injection tests kill the run here)
     api.set_provider(FlagFileProvider(args.flags))
     app = create_app(args.service, args.version, api.get_client(args.service))
+    if "fat" in args.version:
+        allocate_ballast()
     uvicorn.run(app, host="127.0.0.1", port=args.port, access_log=False, log_level="warning")
 
 

@@ -84,7 +84,7 @@ def build_approval_job(product):
             recorded = approve(product.manifest, book, release.id, config.phase, approver, config.comment)
         except ReleaseError as exc:
             raise Failure(description=str(exc)) from None
-        context.log.info(f"{recorded.approver} approved {recorded.phase} of release {recorded.release_id}")
+        context.log.info(f"[release {recorded.release_id}] {recorded.approver} approved {recorded.phase} of release {recorded.release_id}")
 
     @job(name=f"{product.name}_approve", tags={TAG_PRODUCT: product.name, TAG_KIND: "approval"},
          description=f"Approve a phase of a {product.name} release (maker-checker: never the launcher).")

@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
-from dagster import AssetKey, AssetMaterialization, Failure, MetadataValue, OpExecutionContext
+from dagster import (
+    AssetKey,
+    AssetMaterialization,
+    AssetObservation,
+    Failure,
+    MetadataValue,
+    OpExecutionContext,
+)
 
 from release_pipelines import settings
 from release_pipelines.errors import ReleaseError
@@ -28,6 +35,22 @@ def actor_of(context: OpExecutionContext) -> str:
     return context.run.tags.get(USER_TAG) or context.run.tags.get("release/actor") or settings.identity()
 
 
+def release_prefix(release_id: str) -> str:
+    """The correlation prefix of every log line an op writes for a release."""
+    return f"[release {release_id}] "
+
+
+def release_log(context: OpExecutionContext, release_id: str, level: str = "info") -> Callable[[str], None]:
+    """`context.log.<level>` with the `[release <id>]` prefix (the release id is the correlation id)."""
+    write = getattr(context.log, level)
+    prefix = release_prefix(release_id)
+
+    def log(message: str) -> None:
+        write(message if message.startswith(prefix) else prefix + message)
+
+    return log
+
+
 def step_context(context: OpExecutionContext, product: Product, ledger, release_id: str) -> StepContext:
     return StepContext(
         product=product,
@@ -35,7 +58,7 @@ def step_context(context: OpExecutionContext, product: Product, ledger, release_
         release_id=release_id,
         actor=actor_of(context),
         run_id=context.run_id,
-        log=context.log.info,
+        log=release_log(context, release_id),
     )
 
 
@@ -46,13 +69,18 @@ def tag_run(context: OpExecutionContext, product: Product, release_id: str) -> N
 
 @contextlib.contextmanager
 def failing_clearly(ctx: StepContext | None, what: str) -> Iterator[None]:
-    """Record a failed step in the ledger and fail the op with the project's own message."""
-    try:
-        yield
-    except ReleaseError as exc:
-        if ctx is not None:
-            ctx.record("step:failed", step=what, error=str(exc))
-        raise Failure(description=f"{what}: {exc}") from None
+    """Record a failed step in the ledger and fail the op with the project's own message.
+
+    Also the step's OpenTelemetry span (`release_pipelines.tracing`; a no-op unless configured)."""
+    from release_pipelines.tracing import release_span
+
+    with release_span(what, ctx.release_id if ctx else None, product=ctx.product.name if ctx else None):
+        try:
+            yield
+        except ReleaseError as exc:
+            if ctx is not None:
+                ctx.record("step:failed", step=what, error=str(exc))
+            raise Failure(description=f"{what}: {exc}") from None
 
 
 def service_materialization(product: Product, service: str, status, release_id: str, note: str) -> AssetMaterialization:
@@ -67,5 +95,41 @@ def service_materialization(product: Product, service: str, status, release_id: 
             "canary_version": status.canary_version or "",
             "canary_weight": MetadataValue.int(int(status.canary_weight)),
             "note": note,
+        },
+    )
+
+
+def readiness_observation(product: Product, ledger, release_id: str, phase: str) -> AssetObservation:
+    """`releases/<product>` with the release's rollback readiness, emitted when it changes phase."""
+    from release_pipelines.readiness import readiness_for
+
+    release = ledger.get(release_id)
+    readiness = readiness_for(ledger, product, release)
+    return AssetObservation(
+        asset_key=AssetKey(["releases", product.name]),
+        description=f"release {release_id} {phase}: rollback {readiness.level.value}",
+        metadata={
+            "release_id": release_id,
+            "phase": phase,
+            "state": release.state.value,
+            "rollback_readiness": readiness.level.value,
+            "rollback_estimated_seconds": MetadataValue.float(float(readiness.estimated_seconds or 0.0)),
+            "rollback_estimate_from": readiness.estimate_from,
+            "rollback_reasons": MetadataValue.md("\n".join(f"- {r}" for r in readiness.reasons) or "every step is reversible"),
+        },
+    )
+
+
+def error_budget_observation(product: Product, service: str, status, release_id: str = "") -> AssetObservation:
+    """`services/<name>` with the remaining error budget (a `budgets.BudgetStatus`), for the UI plot."""
+    return AssetObservation(
+        asset_key=AssetKey(["services", service]),
+        description=f"{service}: {status.remaining:.0%} of the error budget left",
+        metadata={
+            "release_id": release_id,
+            "error_budget_remaining": MetadataValue.float(float(status.remaining)),
+            "error_budget_requests": MetadataValue.int(int(status.requests)),
+            "error_budget_errors": MetadataValue.int(int(status.errors)),
+            "error_budget_slow": MetadataValue.int(int(status.slow)),
         },
     )

@@ -12,7 +12,15 @@ from pydantic import Field
 
 from release_pipelines.approvals import missing_approvals
 from release_pipelines.errors import ReleaseError
-from release_pipelines.jobs.common import TAG_KIND, TAG_PRODUCT, failing_clearly, step_context, tag_run
+from release_pipelines.jobs.common import (
+    TAG_KIND,
+    TAG_PRODUCT,
+    failing_clearly,
+    readiness_observation,
+    release_log,
+    step_context,
+    tag_run,
+)
 from release_pipelines.jobs.promote import bake_remaining, find_release
 from release_pipelines.manifest import ApprovalPhase
 from release_pipelines.product import Product
@@ -69,12 +77,14 @@ def build_contract_job(product: Product) -> JobDefinition:
                 raise ReleaseError(waiting)
             book.transition(release.id, ReleaseState.CONTRACTING, ctx.actor, run_id=context.run_id,
                             payload={"point_of_no_return": True, "databases": databases})
-            context.log.warning(f"release {release.id}: point of no return - contract migrations on {', '.join(databases)}")
+            yield readiness_observation(product, book, release.id, "contracting")
+            release_log(context, release.id, "warning")(f"point of no return - contract migrations on {', '.join(databases)}")
             for database in databases:
                 yield from migrate_steps.contract(ctx, database)
                 yield from gate_steps.run_gates(ctx, database, {})
             book.transition(release.id, ReleaseState.COMPLETED, ctx.actor, run_id=context.run_id)
-        context.log.info(f"release {release.id} completed")
+            yield readiness_observation(product, book, release.id, "completed")
+        release_log(context, release.id)("release completed")
 
     @job(name=f"{product.name}_contract", tags={TAG_PRODUCT: product.name, TAG_KIND: "contract"},
          description=f"Point of no return: run the contract migrations of the promoted {product.name} release.")

@@ -12,7 +12,15 @@ from pydantic import Field
 from release_pipelines.approvals import missing_approvals
 from release_pipelines.errors import ReleaseError
 from release_pipelines.graph import dependency_edges, waves
-from release_pipelines.jobs.common import TAG_KIND, TAG_PRODUCT, failing_clearly, service_materialization, step_context, tag_run
+from release_pipelines.jobs.common import (
+    TAG_KIND,
+    TAG_PRODUCT,
+    failing_clearly,
+    readiness_observation,
+    service_materialization,
+    step_context,
+    tag_run,
+)
 from release_pipelines.manifest import ApprovalPhase, FlagStep
 from release_pipelines.product import Product
 from release_pipelines.states import ReleaseState
@@ -83,6 +91,7 @@ def build_promote_job(product: Product) -> JobDefinition:
             store = flags.for_product(product)
             if release.state == ReleaseState.BAKING:
                 finish_release(ctx, book, release, store)
+                yield readiness_observation(product, book, release.id, "baked")
                 return
             if release.state != ReleaseState.CANARY:
                 raise ReleaseError(f"release {release.id} is {release.state.value}; only a release in canary can be promoted")
@@ -106,6 +115,7 @@ def build_promote_job(product: Product) -> JobDefinition:
                                                   f"canary at {weights[service]}%")
                 return
             book.transition(release.id, ReleaseState.PROMOTING, ctx.actor, run_id=context.run_id)
+                yield readiness_observation(product, book, release.id, f"canary step {next_step}")
             for service in [s for s in order if s in canaries]:
                 status = apply_promote(ctx, services, service, release.versions[service])
                 yield service_materialization(product, service, status, release.id, f"{release.versions[service]} promoted to stable")
@@ -117,5 +127,6 @@ def build_promote_job(product: Product) -> JobDefinition:
          description=f"Move the active {product.name} release one traffic step forward.")
     def promote_job():
         promote_step()
+            yield readiness_observation(product, book, release.id, "promoted")
 
     return promote_job

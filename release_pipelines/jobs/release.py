@@ -28,6 +28,8 @@ from release_pipelines.jobs.common import (
     actor_of,
     failing_clearly,
     op_name,
+    readiness_observation,
+    release_log,
     service_materialization,
     step_context,
     tag_run,
@@ -40,7 +42,12 @@ from release_pipelines.steps import gates as gate_steps
 from release_pipelines.steps import migrate as migrate_steps
 from release_pipelines.steps.deploy import apply_deploy
 from release_pipelines.steps.traffic import apply_weights, weights_for_step
-from resources.dagster_resources import FlagsResource, LedgerResource, PlatformResource
+from resources.dagster_resources import (
+    FlagsResource,
+    LedgerResource,
+    MetricsResource,
+    PlatformResource,
+)
 
 
 class ReleaseConfig(Config):
@@ -49,6 +56,14 @@ class ReleaseConfig(Config):
     versions: dict[str, str] = Field(description="service -> new version, e.g. {orders: '1.4.0'}")
     allow_downgrade: bool = Field(default=False, description="allow a version lower than the running stable")
     break_glass_reason: str = Field(default="", description="launch outside a release window (needs approval)")
+
+
+def _metrics_provider(services):
+    """Where the stable versions' counters are read for the error-budget check (as the sensor does);
+    built here rather than required as a resource, so jobs built without `metrics` still run."""
+    import os
+
+    return MetricsResource(prometheus_url=os.environ.get("RELEASE_PROMETHEUS_URL", "")).provider(services)
 
 
 def _preflight_op(product: Product) -> OpDefinition:
@@ -71,7 +86,8 @@ def _preflight_op(product: Product) -> OpDefinition:
         actor = actor_of(context)
         try:
             plan = plan_release(product.manifest, config.versions, current, config.allow_downgrade)
-            problems = preflight_problems(product, plan, break_glass_reason=config.break_glass_reason)
+            problems = preflight_problems(product, plan, break_glass_reason=config.break_glass_reason,
+                                          platform=services, metrics_provider=_metrics_provider(services))
             if problems:
                 raise ReleaseError("preflight refused the release:\n" + "\n".join(f"  - {p}" for p in problems))
             release = book.start_release(
@@ -91,7 +107,7 @@ def _preflight_op(product: Product) -> OpDefinition:
         book.transition(release.id, ReleaseState.PREFLIGHT, actor, run_id=context.run_id, payload={"plan": plan_summary})
         flags.for_product(product).ensure(product.manifest.flags)
         book.transition(release.id, ReleaseState.EXPANDING, actor, run_id=context.run_id)
-        context.log.info(f"release {release.id}: " + " | ".join(", ".join(w) for w in plan_summary))
+        release_log(context, release.id)("plan: " + " | ".join(", ".join(w) for w in plan_summary))
         return release.id
 
     return preflight
@@ -105,7 +121,7 @@ def _migrate_op(product: Product, database: str) -> OpDefinition:
         release = book.get(release_id)
         ctx = step_context(context, product, book, release_id)
         if not migrate_steps.needed(product, release.versions, database):
-            context.log.info(f"{database}: no service in this release depends on it")
+            ctx.log(f"{database}: no service in this release depends on it")
             yield from migrate_steps.skipped_output()
             return
         with failing_clearly(ctx, f"migrate {database}"):
@@ -126,7 +142,7 @@ def _gate_op(product: Product, database: str) -> OpDefinition:
         book = ledger.open()
         ctx = step_context(context, product, book, release_id)
         if migration.get("skipped"):
-            context.log.info(f"{database}: not part of this release")
+            ctx.log(f"{database}: not part of this release")
             return
         with failing_clearly(ctx, f"gates on {database}"):
             yield from gate_steps.run_gates(ctx, database, migration)
@@ -143,7 +159,7 @@ def _deploy_op(product: Product, service: str, upstream: list[str]) -> OpDefinit
         book = ledger.open()
         release = book.get(release_id)
         if service not in release.versions:
-            context.log.info(f"{service}: unchanged in this release")
+            release_log(context, release_id)(f"{service}: unchanged in this release")
             return
         ctx = step_context(context, product, book, release_id)
         change = ServiceChange(service, release.versions[service], release.previous.get(service))
@@ -177,7 +193,8 @@ def _first_step_op(product: Product, upstream: list[str]) -> OpDefinition:
             book.transition(release_id, ReleaseState.PROMOTING, ctx.actor, run_id=context.run_id)
             book.transition(release_id, ReleaseState.COMPLETED, ctx.actor, run_id=context.run_id,
                             payload={"reason": "first install: no previous version to compare against"})
-            context.log.info("first install of every service: release completed")
+            ctx.log("first install of every service: release completed")
+        yield readiness_observation(product, book, release_id, "canary" if canaries else "completed")
         yield Output(release_id)
 
     return start_canary

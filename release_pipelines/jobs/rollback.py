@@ -26,6 +26,8 @@ from release_pipelines.jobs.common import (
     TAG_PRODUCT,
     failing_clearly,
     op_name,
+    readiness_observation,
+    release_log,
     service_materialization,
     step_context,
     tag_run,
@@ -58,7 +60,7 @@ def _start_op(product: Product) -> OpDefinition:
             release = find_release(book, product, config.release_id)
         tag_run(context, product, release.id)
         if release.state == ReleaseState.ROLLED_BACK:
-            context.log.info(f"release {release.id} is already rolled back")
+            release_log(context, release.id)("already rolled back")
             return NOTHING_TO_DO
         ctx = step_context(context, product, book, release.id)
         contracted = any(e.kind == "state:contracting" for e in book.events(release.id))
@@ -138,7 +140,8 @@ def _finish_op(product: Product, after: list[str]) -> OpDefinition:
                 raise ReleaseError("; ".join(leftovers))
         book.transition(release_id, ReleaseState.ROLLED_BACK, ctx.actor, run_id=context.run_id,
                         payload={"stable": {s: services.status(s).stable_version for s in release.versions}})
-        context.log.info(f"release {release_id} rolled back")
+        ctx.log("rolled back")
+        yield readiness_observation(product, book, release_id, "rolled back")
         yield Output(None)
 
     return rollback_finish

@@ -9,7 +9,7 @@ from release_pipelines.steps.context import StepContext
 def apply_deploy(ctx: StepContext, platform, change: ServiceChange):
     """Start the canary at 0 % traffic and wait for it to be healthy (first install: as stable)."""
     ctx.record("deploy:start", service=change.service, version=change.to_version, from_version=change.from_version)
-    status = platform.deploy_canary(change.service, change.to_version, log=ctx.log)
+    status = _with_release_id(platform.deploy_canary, ctx)(change.service, change.to_version, log=ctx.log)
     first_install = status.canary_version is None and status.stable_version == change.to_version
     ctx.record(
         "deploy:done",
@@ -19,6 +19,19 @@ def apply_deploy(ctx: StepContext, platform, change: ServiceChange):
         stable_version=status.stable_version,
     )
     return status
+
+
+def _with_release_id(method, ctx: StepContext):
+    """Pass the release id (the correlation id) to platforms that take it; older ones do not."""
+    import inspect
+
+    try:
+        takes_it = "release_id" in inspect.signature(method).parameters
+    except (TypeError, ValueError):
+        takes_it = False
+    if not takes_it:
+        return method
+    return lambda *args, **kwargs: method(*args, release_id=ctx.release_id, **kwargs)
 
 
 def apply_promote(ctx: StepContext, platform, service: str, version: str):

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 
 from release_pipelines.manifest import Manifest
 from release_pipelines.steps.context import StepContext
+from release_pipelines.steps.deploy import _with_release_id
 
 
 def judged_steps(manifest: Manifest, service: str) -> list[int]:
@@ -34,6 +35,6 @@ def apply_weights(ctx: StepContext, platform, weights: dict[str, int], step: int
     """Set each canary's share, recording the intent first and the result after."""
     ctx.record("traffic:start", step=step, weights=weights)
     for service, weight in weights.items():
-        platform.set_weight(service, weight, log=ctx.log)
+        _with_release_id(platform.set_weight, ctx)(service, weight, log=ctx.log)
         ctx.log(f"{service}: canary weight {weight}%")
     ctx.record("traffic:done", step=step, weights=weights)
