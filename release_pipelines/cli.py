@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from release_pipelines import settings
@@ -35,7 +36,8 @@ def user_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except ReleaseError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+            # escape: a message quoting a pattern such as ^[a-z][a-z0-9_-]$ is not markup
+            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, markup=True)
             sys.exit(EXIT_BAD_INPUT)
 
     return wrapper  # type: ignore[return-value]
@@ -191,15 +193,16 @@ def _register_subcommands() -> None:
     from release_pipelines.cli_governance import governance_commands
     from release_pipelines.cli_judge import judge_command
     from release_pipelines.cli_migrations import migrations_group
+    from release_pipelines.cli_observability import observability_commands
+    from release_pipelines.cli_remote import launch_command, rollback_command, status_command
 
     main.add_command(judge_command, "judge")
     main.add_command(migrations_group, "migrations")
-    for command in governance_commands:
+    main.add_command(launch_command, "launch")
+    main.add_command(status_command, "status")
+    main.add_command(rollback_command, "rollback")
+    for command in [*governance_commands, *observability_commands]:
         main.add_command(command)
 
 
-    from release_pipelines.cli_observability import observability_commands
-
-    for command in observability_commands:
-        main.add_command(command)
 _register_subcommands()
