@@ -101,10 +101,14 @@ def service_materialization(product: Product, service: str, status, release_id: 
 
 def readiness_observation(product: Product, ledger, release_id: str, phase: str) -> AssetObservation:
     """`releases/<product>` with the release's rollback readiness, emitted when it changes phase."""
-    from release_pipelines.readiness import readiness_for
+    from release_pipelines.readiness import Readiness, RollbackReadiness, readiness_for
 
     release = ledger.get(release_id)
-    readiness = readiness_for(ledger, product, release)
+    try:
+        readiness = readiness_for(ledger, product, release)
+    except Exception as exc:  # noqa: BLE001 - an observation must never fail the release step
+        readiness = RollbackReadiness(Readiness.degraded, None, (f"readiness unknown: {type(exc).__name__}: {exc}",),
+                                      "unavailable")
     return AssetObservation(
         asset_key=AssetKey(["releases", product.name]),
         description=f"release {release_id} {phase}: rollback {readiness.level.value}",

@@ -113,20 +113,20 @@ def build_promote_job(product: Product) -> JobDefinition:
                 for service in canaries:
                     yield service_materialization(product, service, services.status(service), release.id,
                                                   f"canary at {weights[service]}%")
+                yield readiness_observation(product, book, release.id, f"canary step {next_step}")
                 return
             book.transition(release.id, ReleaseState.PROMOTING, ctx.actor, run_id=context.run_id)
-                yield readiness_observation(product, book, release.id, f"canary step {next_step}")
             for service in [s for s in order if s in canaries]:
                 status = apply_promote(ctx, services, service, release.versions[service])
                 yield service_materialization(product, service, status, release.id, f"{release.versions[service]} promoted to stable")
             set_flags(ctx, store, flags_for(manifest, set(release.versions), FlagStep.promoted), True)
             release = book.transition(release.id, ReleaseState.BAKING, ctx.actor, run_id=context.run_id)
             finish_release(ctx, book, release, store)
+            yield readiness_observation(product, book, release.id, "promoted")
 
     @job(name=f"{product.name}_promote", tags={TAG_PRODUCT: product.name, TAG_KIND: "promote"},
          description=f"Move the active {product.name} release one traffic step forward.")
     def promote_job():
         promote_step()
-            yield readiness_observation(product, book, release.id, "promoted")
 
     return promote_job

@@ -111,3 +111,25 @@ def test_unknown_migration_duration_uses_the_per_revision_default(shop) -> None:
     with_migrations = assess("canary", VERSIONS, events, shop).estimated_seconds
     without = assess("canary", VERSIONS, [], shop).estimated_seconds
     assert with_migrations - without == pytest.approx(2 * DEFAULT_MIGRATION_SECONDS)
+
+
+def test_the_phase_observation_never_fails_the_release_step() -> None:
+    from types import SimpleNamespace
+
+    from release_pipelines.jobs.common import readiness_observation
+    from release_pipelines.product import load_product
+    from release_pipelines.states import ReleaseState
+
+    class BrokenLedger:
+        def get(self, release_id):
+            return SimpleNamespace(id=release_id, state=ReleaseState.CANARY, versions={}, product="shop")
+
+        def releases(self, product, limit=50):
+            return []
+
+        def events(self, release_id=None):
+            raise RuntimeError("ledger unreachable")
+
+    observation = readiness_observation(load_product(EXAMPLE), BrokenLedger(), "shop-1", "canary")
+    assert observation.asset_key.path == ["releases", "shop"]
+    assert "readiness unknown" in observation.metadata["rollback_reasons"].value

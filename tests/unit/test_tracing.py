@@ -35,7 +35,9 @@ def test_each_step_is_a_span_carrying_the_release_id() -> None:
     class Ctx:
         release_id = "shop-20261126-1"
         product = type("P", (), {"name": "shop"})()
-        recorded: list = []
+
+        def __init__(self) -> None:
+            self.recorded: list = []
 
         def record(self, kind, **payload):
             self.recorded.append((kind, payload))
