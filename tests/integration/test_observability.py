@@ -138,6 +138,12 @@ def test_a_stable_version_that_spent_its_error_budget_blocks_the_next_release(ma
     message = shop.failure_message(refused)
     assert "orders: error budget spent" in message and "availability 99.50%" in message
     assert shop.active() is None
+    from release_pipelines.cli import main
+
+    table = CliRunner().invoke(main, ["budgets", "shop", "--manifest", str(shop.manifest)])
+    assert table.exit_code == 0, table.output
+    orders_row = next(line for line in table.output.splitlines() if "orders" in line)
+    assert "1.0.0+bad" in orders_row and "-" in orders_row.split("│")[-2]  # negative: overspent
 
     # catalog's budget is fine: its release goes ahead and the sensor plots its remaining budget
     assert shop.run("release", release_config({"catalog": "1.1.0"})).success
