@@ -115,7 +115,8 @@ class Demo:
             said = result.skip_message or ", ".join(f"-> {r.job_name}" for r in result.run_requests)
             self.console.print(
                 f"  [dim]{time.monotonic() - self.started:6.1f}s[/] [bold]{self._state(release):<9}[/] "
-                f"{self._split(release):<44} errors {burst:<40} [cyan]{said[:110]}[/]", highlight=False
+                f"{self._split(release):<44} errors {burst:<40} [cyan]{said[:110]}[/]", highlight=False,
+                soft_wrap=True,
             )
             for request in result.run_requests:
                 self.run(request.job_name, request.run_config, dict(request.tags))
