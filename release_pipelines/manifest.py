@@ -164,6 +164,8 @@ class Canary(Strict):
     @field_validator("steps")
     @classmethod
     def _increasing_to_100(cls, steps: list[int]) -> list[int]:
+        if not steps:  # before steps[-1]: an empty list must be a refusal, not an IndexError
+            raise ValueError("give the traffic steps, e.g. [10, 50, 100]")
         if any(b <= a for a, b in zip(steps, steps[1:])):
             raise ValueError(f"traffic steps must strictly increase, got {steps}")
         if steps[-1] != 100:

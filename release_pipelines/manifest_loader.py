@@ -20,6 +20,7 @@ from release_pipelines.manifest import Manifest
 
 MAX_MANIFEST_BYTES = 2_000_000
 MAX_DEPTH = 40
+MAX_NODES = 200_000  # once aliases are expanded; a YAML bomb (billion laughs) has billions
 
 Loc = tuple[str | int, ...]
 
@@ -58,6 +59,36 @@ def _duplicate_keys(node: yaml.Node, path: Loc = (), depth: int = 0) -> list[tup
         for i, item in enumerate(node.value):
             found += _duplicate_keys(item, path + (i,), depth + 1)
     return found
+
+
+def _expanded_nodes(node: yaml.Node, limit: int) -> int:
+    """How many nodes the document has with every alias expanded, counting each shared node once
+    (so this is cheap even for a YAML bomb); past `limit` - or for an alias inside itself - it
+    returns limit + 1. Everything that walks paths (depth, duplicates, lines) must come after."""
+    sizes: dict[int, int] = {}
+    open_: set[int] = set()
+
+    def size(current: yaml.Node) -> int:
+        key = id(current)
+        if key in sizes:
+            return sizes[key]
+        if key in open_:
+            return limit + 1  # an alias refers to a node that contains it
+        open_.add(key)
+        total = 1
+        children = (
+            [v for pair in current.value for v in pair] if isinstance(current, yaml.MappingNode)
+            else current.value if isinstance(current, yaml.SequenceNode) else []
+        )
+        for child in children:
+            total += size(child)
+            if total > limit:
+                break
+        open_.discard(key)
+        sizes[key] = min(total, limit + 1)
+        return sizes[key]
+
+    return size(node)
 
 
 def _depth(node: yaml.Node, limit: int) -> int:
@@ -171,6 +202,14 @@ def parse_manifest(text: str, file: str | None = None) -> Manifest:
         raise ManifestError([Problem("", f"not valid YAML: {type(exc).__name__}", file)]) from None
     if node is None:
         raise ManifestError([Problem("", "the file is empty; expected a mapping with `product:`", file, 1)])
+    try:
+        expanded = _expanded_nodes(node, MAX_NODES)
+    except RecursionError:
+        expanded = MAX_NODES + 1
+    if expanded > MAX_NODES:
+        raise ManifestError([Problem(
+            "", f"more than {MAX_NODES} values once aliases are expanded (a YAML bomb?), or an alias "
+            "inside itself; write the manifest out without such anchors", file, 1)])
     if _depth(node, MAX_DEPTH) > MAX_DEPTH:
         raise ManifestError([Problem("", f"nested deeper than {MAX_DEPTH} levels", file, 1)])
     duplicates = _duplicate_keys(node)
@@ -180,6 +219,10 @@ def parse_manifest(text: str, file: str | None = None) -> Manifest:
         )
     try:
         data = yaml.load(text, Loader=yaml.SafeLoader)  # noqa: S506 - SafeLoader
+    except yaml.MarkedYAMLError as exc:  # e.g. a !!python/... tag: say which and where
+        mark = exc.problem_mark
+        reason = " ".join(str(exc.problem or type(exc).__name__).split())
+        raise ManifestError([Problem("", f"not valid YAML: {reason}", file, mark.line + 1 if mark else None)]) from None
     except (yaml.YAMLError, RecursionError, ValueError, TypeError) as exc:
         raise ManifestError([Problem("", f"not valid YAML: {type(exc).__name__}", file)]) from None
     if not isinstance(data, dict):

@@ -100,7 +100,7 @@ def check_versions(
             hint = f"; did you mean {guess[0]!r}?" if guess else f"; services are: {', '.join(names)}"
             problems.append(f"unknown service {service!r}{hint}")
             continue
-        if not VERSION_PATTERN.match(version):
+        if not VERSION_PATTERN.fullmatch(version):  # fullmatch: `$` would let a trailing newline in
             problems.append(
                 f"{service}: version {version!r} is not allowed; use letters, digits and . _ + - only"
             )

@@ -203,7 +203,7 @@ class CommandPlatform:
                     f"{service} {operation}: the template needs {{{name}}} but there is no value for it"
                     + (" (no stable version is known yet)" if name == "stable_version" else "")
                 )
-            if not re.match(SAFE_VALUES[name], value):
+            if not re.fullmatch(SAFE_VALUES[name], value):  # `$` alone lets a trailing newline in
                 raise UnsafeValueError(
                     f"{service} {operation}: refusing {{{name}}} = {value!r}; it must match "
                     f"{SAFE_VALUES[name]} (no spaces, quotes, shell characters or leading '-'). Nothing was run."

@@ -68,7 +68,7 @@ class LocalPlatform:
 
     def deploy_canary(self, service: str, version: str, log: Log = quiet, release_id: str | None = None) -> ServiceStatus:
         spec = self._spec(service)
-        if not re.match(VERSION_PATTERN, version):
+        if not re.fullmatch(VERSION_PATTERN, version):
             raise DeployError(f"{service}: {version!r} is not a valid version (letters, digits, . _ + -)")
         failure: DeployError | None = None
         with self.state.update() as doc:

@@ -15,7 +15,7 @@ from pathlib import Path
 from alembic import command
 
 from release_pipelines.linter import Finding, RevisionSQL, lint_revisions
-from resources.migration_safety import MigrationError
+from resources.migration_safety import ALEMBIC_LOCK, MigrationError
 from resources.migrations import RevisionInfo, alembic_config, load_revisions
 
 OFFLINE_URL = "postgresql+psycopg2://"
@@ -59,7 +59,8 @@ def render_revision(script_location: str | Path, info: RevisionInfo) -> Rendered
     cfg.output_buffer = buffer
     start = info.down_revision or "base"
     try:
-        command.upgrade(cfg, f"{start}:{info.revision}", sql=True)
+        with ALEMBIC_LOCK:
+            command.upgrade(cfg, f"{start}:{info.revision}", sql=True)
     except Exception as exc:  # noqa: BLE001 - any failure here means "needs a live database"
         detail = str(exc).splitlines()[0] if str(exc) else ""
         reason = (

@@ -9,6 +9,7 @@ bounded, jittered retries on SQLSTATE 55P03, and INVALID indexes dropped after a
 from __future__ import annotations
 
 import random
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,6 +24,9 @@ from release_pipelines.errors import ReleaseError
 LOCK_CLASS = 0x52454C  # "REL"
 LOCK_OBJECT = 1  # schema migrations
 RETRYABLE_SQLSTATES = {"55P03": "lock_not_available", "40P01": "deadlock_detected"}
+# Alembic's `op` and `context` are module-level proxies: two commands running at once in one process
+# (two products released from threads, a linter beside a migration) swap each other's connection.
+ALEMBIC_LOCK = threading.RLock()
 
 
 class MigrationError(ReleaseError):

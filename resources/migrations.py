@@ -34,6 +34,7 @@ from release_pipelines.manifest import Database
 from release_pipelines.reversibility import analyze_revision_file
 from resources.database_url import normalize_url, redact, resolve_url
 from resources.migration_safety import (
+    ALEMBIC_LOCK,
     MigrationError,
     Session,
     advisory_lock,
@@ -356,7 +357,7 @@ class MigrationRunner:
                 started = time.monotonic()
                 try:
                     leftover = self._drop_leftovers(control, leftover, info, log)
-                    with engine.connect() as conn:
+                    with ALEMBIC_LOCK, engine.connect() as conn:
                         cfg = alembic_config(self.script_location, connection=conn)
                         (command.upgrade if direction == "upgrade" else command.downgrade)(
                             cfg, dest

@@ -60,6 +60,18 @@ def build_contract_job(product: Product) -> JobDefinition:
         ctx = step_context(context, product, book, release.id)
         services = platform.for_product(product)
         with failing_clearly(ctx, "contract"):
+            if release.state == ReleaseState.CONTRACTING:
+                # Past the point of no return a run was killed or failed: the only way is forward.
+                started = [e for e in book.events(release.id) if e.kind == "state:contracting"]
+                databases = list(started[-1].payload.get("databases", [])) if started else []
+                context.log.warning(f"release {release.id}: resuming contract migrations on "
+                                    f"{', '.join(databases) or 'no database'} (already past the point of no return)")
+                for database in databases:
+                    yield from migrate_steps.contract(ctx, database)
+                    yield from gate_steps.run_gates(ctx, database, {})
+                book.transition(release.id, ReleaseState.COMPLETED, ctx.actor, run_id=context.run_id)
+                context.log.info(f"release {release.id} completed")
+                return
             if release.state != ReleaseState.BAKING:
                 raise ReleaseError(f"release {release.id} is {release.state.value}; only a promoted release "
                                    "(baking) can run its contract migrations")

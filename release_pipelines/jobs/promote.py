@@ -93,16 +93,18 @@ def build_promote_job(product: Product) -> JobDefinition:
                 finish_release(ctx, book, release, store)
                 yield readiness_observation(product, book, release.id, "baked")
                 return
-            if release.state != ReleaseState.CANARY:
+            # A run killed while promoting left the release in `promoting`: re-running finishes it.
+            resuming = release.state == ReleaseState.PROMOTING
+            if release.state != ReleaseState.CANARY and not resuming:
                 raise ReleaseError(f"release {release.id} is {release.state.value}; only a release in canary can be promoted")
-            if config.expected_step >= 0 and release.canary_step != config.expected_step:
+            if not resuming and config.expected_step >= 0 and release.canary_step != config.expected_step:
                 raise ReleaseError(
                     f"release {release.id} is at step {release.canary_step}, not {config.expected_step}: "
                     "this promotion was already applied"
                 )
             canaries = [s for s in release.versions if services.status(s).canary_version == release.versions[s]]
             next_step = (release.canary_step or 0) + 1
-            if next_step < step_count(manifest, canaries):
+            if not resuming and next_step < step_count(manifest, canaries):
                 weights = weights_for_step(manifest, canaries, next_step)
                 waiting = missing_approvals(manifest, book, release, ApprovalPhase.promote, max(weights.values(), default=0))
                 if waiting:
@@ -115,7 +117,10 @@ def build_promote_job(product: Product) -> JobDefinition:
                                                   f"canary at {weights[service]}%")
                 yield readiness_observation(product, book, release.id, f"canary step {next_step}")
                 return
-            book.transition(release.id, ReleaseState.PROMOTING, ctx.actor, run_id=context.run_id)
+            if resuming:
+                ctx.log(f"release {release.id} stopped while promoting; finishing: {', '.join(canaries) or 'flags and bake'}")
+            else:
+                book.transition(release.id, ReleaseState.PROMOTING, ctx.actor, run_id=context.run_id)
             for service in [s for s in order if s in canaries]:
                 status = apply_promote(ctx, services, service, release.versions[service])
                 yield service_materialization(product, service, status, release.id, f"{release.versions[service]} promoted to stable")

@@ -67,6 +67,9 @@ def _start_op(product: Product) -> OpDefinition:
         if contracted or not can_roll_back(release.state):
             reason = (f"release {release.id} is past the point of no return (contract migrations ran): "
                       "it can only be fixed forward with a new release")
+            if release.state == ReleaseState.CONTRACTING:
+                # left in contracting so that re-running the contract job can finish it (FAILED has no way out)
+                raise Failure(description=f"{reason}; re-run {product.name}_contract to finish its contract migrations first")
             if release.state != ReleaseState.FAILED and not release.state.value == "completed":
                 book.transition(release.id, ReleaseState.FAILED, ctx.actor, run_id=context.run_id,
                                 payload={"reason": reason, "rollback_requested": config.reason})

@@ -16,6 +16,7 @@ from sqlalchemy import create_engine
 
 from assets.gates import actual_columns, count_rows
 from assets.tables import table_materialization
+from release_pipelines.errors import ReleaseError
 from release_pipelines.manifest import RollbackStrategy
 from release_pipelines.product import Product
 from release_pipelines.steps.context import StepContext
@@ -142,6 +143,7 @@ def compensate(ctx: StepContext, database_name: str) -> Iterator[Any]:
         return
     runner = runner_for(ctx.product, database_name, application_name=f"release:{ctx.release_id}:rollback")
     current = runner.current()
+    current = _finish_interrupted(ctx, runner, database_name, started[0].payload.get("pending") or [], target, current)
     if current == target:
         ctx.log(f"{database_name}: already at {target or 'base'}")
         return
@@ -172,6 +174,34 @@ def _restore_snapshots(ctx: StepContext, database_name: str) -> Iterator[Any]:
     finally:
         engine.dispose()
     yield from ()
+
+
+def _finish_interrupted(ctx: StepContext, runner: MigrationRunner, database_name: str, pending: list[str],
+                        target: str | None, current: str | None) -> str | None:
+    """A run killed inside a revision leaves alembic_version before it, but what ran in an
+    autocommit block (a backfill's column and batches, CONCURRENTLY) stays: downgrading from the
+    recorded revision would skip it. Finish that revision first (expand revisions with autocommit
+    blocks must be re-runnable), so its downgrade() undoes all of it."""
+    finished = any(e.kind == "migrate:done" and e.payload.get("database") == database_name
+                   for e in ctx.ledger.events(ctx.release_id))
+    if finished or not pending:
+        return current
+    if current == target:
+        interrupted = pending[0]
+    elif current in pending and pending.index(current) + 1 < len(pending):
+        interrupted = pending[pending.index(current) + 1]
+    else:
+        return current
+    ctx.record("revert:migrate:finish-interrupted", database=database_name, revision=interrupted)
+    ctx.log(f"{database_name}: the release stopped inside {interrupted}; completing it so it can be undone whole")
+    try:
+        runner.upgrade(interrupted, log=ctx.log)
+    except ReleaseError as exc:
+        raise ReleaseError(
+            f"{database_name}: revision {interrupted} was interrupted and could not be completed to be undone "
+            f"({exc}); its autocommit part may still be applied - check the schema by hand"
+        ) from None
+    return runner.current()
 
 
 def contract_pending(product: Product, versions: Mapping[str, str]) -> list[str]:
