@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+from release_pipelines.errors import ReleaseError
 from release_pipelines.planner import ServiceChange
 from release_pipelines.steps.context import StepContext
 
 
+def stable_running(platform, service: str) -> bool:
+    return any(v.service == service and v.role == "stable" and v.alive for v in platform.list_versions())
+
+
 def apply_deploy(ctx: StepContext, platform, change: ServiceChange):
     """Start the canary at 0 % traffic and wait for it to be healthy (first install: as stable)."""
+    if change.from_version and not stable_running(platform, change.service):
+        # The platform would take this for a first install: the new version with all the traffic, unjudged.
+        raise ReleaseError(
+            f"{change.service}: stable {change.from_version} is not running, so canary {change.to_version} would have "
+            "no baseline to be judged against; roll back (which starts the stable again) and release again"
+        )
     ctx.record("deploy:start", service=change.service, version=change.to_version, from_version=change.from_version)
     status = _with_release_id(platform.deploy_canary, ctx)(change.service, change.to_version, log=ctx.log)
     first_install = status.canary_version is None and status.stable_version == change.to_version
@@ -55,6 +66,9 @@ def compensate_deploy(ctx: StepContext, platform, service: str, new_version: str
     if status.canary_version is not None:
         status = platform.abort(service, log=ctx.log)
         action = f"canary {status.canary_version or new_version} stopped, 100% on stable"
+    elif previous is not None and status.stable_version == previous and not stable_running(platform, service):
+        status = platform.deploy_canary(service, previous, log=ctx.log)  # a dead stable: start it again
+        action = f"stable {previous} was not running: started again"
     elif status.stable_version == new_version and previous is not None:
         # Already promoted: bring the previous version back through the same safe path.
         platform.deploy_canary(service, previous, log=ctx.log)

@@ -12,7 +12,8 @@ Faults:
   PostgreSQL restart       pg_terminate_backend of the run's sessions (application_name
                            'release:...') or of every other session on the test databases
   metrics unreachable      RELEASE_PROMETHEUS_URL on a dead port, or the service's router killed
-  service process crash    kill -9 of the canary's pid from the platform state
+  service process crash    kill -9 of the canary's pid from the platform state (before deploy:
+                           of the running stable's, which leaves the canary no baseline)
 The table is printed at the end of the session (conftest.py) and written to
 test-artifacts/fault_matrix.md.
 """
@@ -42,7 +43,7 @@ pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 KILL, PG, METRICS, CRASH = ("kill -9 of the run", "PostgreSQL restart", "metrics backend unreachable",
                             "service process crash")
-DEADLINE = 5  # seconds: the staged manifest's canary deadline (on_deadline: rollback)
+DEADLINE = 3  # seconds: the staged manifest's canary deadline (on_deadline: rollback)
 
 
 @pytest.fixture(scope="module")
@@ -238,6 +239,26 @@ def crash_during_deploy(pg: PgShop) -> tuple[str, str]:
     return release.id, "deploy failed naming it; failure sensor -> rollback"
 
 
+def crash_stable_at(condition_of: Callable[[PgShop], Callable[[], object]]):
+    """The running stable crashes before the canary starts: the deploy must refuse (no baseline to
+    judge against) instead of installing the new version with all traffic; rollback restarts it."""
+    def run(pg: PgShop) -> tuple[str, str]:
+        def kill_stable() -> None:
+            os.kill(platform_doc(pg)["services"]["orders"]["stable"]["pid"], signal.SIGKILL)
+
+        result, fired = during(lambda: pg.shop.run("release", release_config({"orders": pg.next_version()})),
+                               condition_of(pg), kill_stable)
+        assert fired and not result.success, "the release went on without a running stable"
+        assert "is not running" in pg.shop.failure_message(result) and "no baseline" in pg.shop.failure_message(result)
+        release = pg.shop.ledger.releases(pg.shop.product.name)[0]
+        assert not pg.has_event("deploy:start", service="orders")
+        rollback = rollback_from_failure_sensor(pg.shop, result)
+        assert rollback.success, pg.shop.failure_message(rollback)
+        return release.id, "stable killed; deploy refused (no baseline); failure sensor -> rollback restarts stable"
+
+    return run
+
+
 def crash_in_traffic_step(pg: PgShop) -> tuple[str, str]:
     release_id, version = to_canary(pg)
     kill_canary(pg, "orders", version)
@@ -394,6 +415,10 @@ CELLS = [
     Cell(PG, "gate", pg_restart_release_at(event("gate"))),
     Cell(PG, "canary deploy", pg_restart_release_at(event("deploy:start", service="orders"))),
     Cell(PG, "traffic step", pg_restart_release_at(event("traffic:start"))),
+    Cell(CRASH, "preflight", crash_stable_at(release_exists)),
+    Cell(CRASH, "expand migration", crash_stable_at(event("migrate:start"))),
+    Cell(CRASH, "backfill", crash_stable_at(backfilling)),
+    Cell(CRASH, "gate", crash_stable_at(event("gate"))),
     Cell(CRASH, "canary deploy", crash_during_deploy),
     Cell(CRASH, "traffic step", crash_in_traffic_step),
     Cell(CRASH, "promote", crash_before_promote),
@@ -408,9 +433,6 @@ CELLS = [
 NOT_APPLICABLE = {
     (METRICS, step): "n/a: no metrics are read (only the canary sensor reads them, in canary steps)"
     for step in ("preflight", "expand migration", "backfill", "gate", "canary deploy", "contract")
-} | {
-    (CRASH, step): "n/a: no process of the release runs yet (the canary starts in deploy)"
-    for step in ("preflight", "expand migration", "backfill", "gate")
 } | {
     (CRASH, "contract"): "n/a: contract touches only the database; the canaries are gone by then",
 }

@@ -85,7 +85,7 @@ def _check_text(text: str) -> None:
         assert isinstance(result, Manifest)
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(st.lists(st.tuples(st.sampled_from(SHOP_PATHS), HOSTILE_VALUE), min_size=1, max_size=3), st.booleans())
 def test_mutated_shop_manifests_are_refused_by_field_or_accepted(mutations, add_key) -> None:
     data = copy.deepcopy(SHOP)
