@@ -78,6 +78,9 @@ def build_canary_sensor(product: Product, promote_job: JobDefinition, rollback_j
         context: SensorEvaluationContext, ledger: LedgerResource, platform: PlatformResource, metrics: MetricsResource
     ):
         book = ledger.open()
+        from release_pipelines.steps.blue_green import expire_standbys  # blue-green: keep_warm_seconds
+
+        expire_standbys(platform.for_product(product), log=context.log.info)
         release = book.active_release(product.name)
         if release is None:
             return SkipReason(f"{product.name} has no active release")

@@ -26,6 +26,10 @@ from resources.dagster_resources import default_resources
 
 
 def product_definitions(product: Product) -> Definitions:
+    if product.manifest.environments:  # one set of jobs and sensors per environment
+        from release_pipelines.environments import environment_definitions
+
+        return environment_definitions(product)
     release, promote, rollback = build_release_job(product), build_promote_job(product), build_rollback_job(product)
     approve, rehearse, contract = build_approval_job(product), build_rehearsal_job(product), build_contract_job(product)
     return Definitions(

@@ -156,10 +156,30 @@ class Analysis(Strict):
     metrics: list[AnalysisMetric] = Field(default_factory=_default_metrics, min_length=1)
 
 
+class Strategy(str, Enum):
+    """How a new version takes traffic: judged steps, or all at once after smoke tests."""
+
+    canary = "canary"
+    blue_green = "blue_green"
+
+
 class Canary(Strict):
     steps: list[Annotated[int, Field(gt=0, le=100)]] = Field(default_factory=lambda: [10, 50, 100])
     analysis: Analysis = Field(default_factory=Analysis)
     bake_seconds: float = Field(default=0, ge=0, le=7 * 86400)
+    # blue-green (release_pipelines/steps/blue_green.py)
+    strategy: Strategy = Field(default=Strategy.canary, description="canary (weighted steps) or blue_green (switch at once)")
+    smoke_paths: list[Annotated[str, Field(pattern=r"^/[A-Za-z0-9_./?=&-]*$")]] = Field(
+        default_factory=lambda: ["/healthz"], description="blue_green: paths requested directly from the new version"
+    )
+    keep_warm_seconds: float = Field(default=300, ge=0, le=7 * 86400,
+                                     description="blue_green: the old version stays running for an instant switch back")
+    # tenant-scoped canaries (resources/router.py)
+    tenants: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")]] = Field(
+        default_factory=list, description="tenants whose requests go to the canary at any weight"
+    )
+    tenant_header: str = Field(default="X-Tenant", pattern=r"^[A-Za-z][A-Za-z0-9-]{0,62}$")
+    tenant_cookie: str = Field(default="tenant", pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,62}$")
 
     @field_validator("steps")
     @classmethod
@@ -365,6 +385,35 @@ class Platform(str, Enum):
     command = "command"
 
 
+# ---------------------------------------------------------------- environments (release_pipelines/environments.py)
+
+
+class DatabaseOverride(Strict):
+    url: str = Field(description="an environment reference: ${VAR} or ${VAR:-default}")
+
+    _env_reference = field_validator("url")(Database._env_reference.__func__)
+
+
+class PromoteInto(Strict):
+    """Who must approve before a release's versions enter this environment."""
+
+    group: list[str] = Field(min_length=1, description="who may approve promotion into this environment")
+    required: int = Field(default=1, ge=1, le=10)
+
+
+class Environment(Strict):
+    """One stage (staging, production): the same release, with these overrides."""
+
+    name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9]{0,30}$", description="lower-case letters and digits")]
+    databases: dict[Name, DatabaseOverride] = Field(default_factory=dict, description="database -> url override")
+    flags: dict[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_.-]{0,62}$")], bool] = Field(
+        default_factory=dict, description="flag -> default value in this environment"
+    )
+    windows: Windows | None = Field(default=None, description="replaces the product's windows here")
+    approvals: list[ApprovalRule] | None = Field(default=None, description="replaces the product's approvals here")
+    promote_into: PromoteInto | None = Field(default=None, description="approval needed to enter this environment")
+
+
 class Manifest(Strict):
     product: Name
     description: str = ""
@@ -375,6 +424,9 @@ class Manifest(Strict):
     windows: Windows = Field(default_factory=Windows)
     approvals: list[ApprovalRule] = Field(default_factory=list)
     allow_downgrade: bool = False
+    environments: list[Environment] = Field(
+        default_factory=list, description="ordered stages; empty = one implicit environment (as before)"
+    )
 
     @model_validator(mode="after")
     def _platform_blocks(self) -> Manifest:
@@ -384,6 +436,23 @@ class Manifest(Strict):
                 f"platform is {self.platform.value!r} but these services have no "
                 f"deploy.{self.platform.value} block: {', '.join(missing)}"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _environment_references(self) -> Manifest:
+        names = [e.name for e in self.environments]
+        if len(set(names)) != len(names):
+            raise ValueError(f"environment names must be unique, got {names}")
+        databases, flags = {d.name for d in self.databases}, {f.name for f in self.flags}
+        for env in self.environments:
+            for name in env.databases:
+                if name not in databases:
+                    raise ValueError(f"environment {env.name}: unknown database {name!r}")
+            for name in env.flags:
+                if name not in flags:
+                    raise ValueError(f"environment {env.name}: unknown flag {name!r}")
+        if self.environments and self.environments[0].promote_into is not None:
+            raise ValueError(f"environment {names[0]} is the first one: nothing is promoted into it")
         return self
 
     def service(self, name: str) -> Service:

@@ -74,9 +74,10 @@ class MetricsResource(ConfigurableResource):
             from resources.prometheus_metrics import PrometheusMetricsProvider
 
             return PrometheusMetricsProvider(self.prometheus_url)
-        from resources.router_metrics import RouterMetricsProvider
+        from resources.router_metrics import RouterMetricsProvider, tenant_cohorts
 
-        return RouterMetricsProvider(lambda service: platform.status(service).endpoint)
+        return RouterMetricsProvider(lambda service: platform.status(service).endpoint,
+                                     cohorts=tenant_cohorts(getattr(platform, "manifest", None)))
 
 
 def default_resources() -> dict[str, ConfigurableResource]:

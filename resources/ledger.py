@@ -62,6 +62,15 @@ DEFAULT_URL = "sqlite:///.release/ledger.db"
 _SQLITE_BUSY_MS = 30_000
 
 
+def scope(product: str, environment: str | None = None) -> tuple[str, str]:
+    """(product, environment) for a ledger query. A qualified product name
+    (`release_pipelines.environments.ProductName`, e.g. the `shop_production` jobs' name) carries
+    its product and environment; a plain name is the single implicit environment ''."""
+    base = getattr(product, "base", None)
+    qualified = getattr(product, "environment", None)
+    return str(base or product), (environment if environment is not None else (qualified or ""))
+
+
 def new_release_id(product: str, now: datetime) -> str:
     """`<product>-<UTC time>-<random>`: sortable by eye, unique without a sequence."""
     return f"{product}-{now.astimezone(UTC):%Y%m%dT%H%M%S}-{secrets.token_hex(2)}"
@@ -109,11 +118,14 @@ class Ledger:
         actor: str,
         run_id: str | None = None,
         payload: Mapping[str, Any] | None = None,
+        environment: str | None = None,
     ) -> Release:
-        """Create a release in `planned`; the database refuses a second active one per product."""
+        """Create a release in `planned`; the database refuses a second active one per product
+        and environment (`environment`: see `scope`; '' when the manifest declares none)."""
         now = datetime.now(UTC)
+        product, environment = scope(product, environment)
         row = {
-            "id": new_release_id(product, now),
+            "id": new_release_id(f"{product}-{environment}" if environment else product, now),
             "product": product,
             "state": ReleaseState.PLANNED.value,
             "versions": dict(versions),
@@ -124,20 +136,24 @@ class Ledger:
             "created_by": actor,
             "updated_by": actor,
             "run_id": run_id,
+            "environment": environment,
         }
         details = {**(payload or {}), "versions": row["versions"], "previous": row["previous"]}
+        if environment:
+            details["environment"] = environment
         try:
             with self._write() as chain:
                 chain.conn.execute(insert(releases).values(**row))
                 chain.append(row["id"], f"state:{ReleaseState.PLANNED}", actor, run_id, details)
         except IntegrityError as exc:
-            active = self.active_release(product)
+            active = self.active_release(product, environment)
             if active is None:
                 raise LedgerError(
                     f"could not record a new release of {product}: {exc.orig}"
                 ) from exc
+            where = f"{product} in {environment}" if environment else product
             raise ReleaseAlreadyActive(
-                f"release {active.id} of {product} is already active (state {active.state}); "
+                f"release {active.id} of {where} is already active (state {active.state}); "
                 "wait for it or roll it back"
             ) from None
         return to_release(row)
@@ -301,30 +317,39 @@ class Ledger:
                 raise self._unknown(conn, release_id)
             return to_release(row)
 
-    def active_release(self, product: str) -> Release | None:
-        """The release currently blocking a new one of this product, if any."""
+    def active_release(self, product: str, environment: str | None = None) -> Release | None:
+        """The release currently blocking a new one of this product (and environment), if any."""
+        product, environment = scope(product, environment)
         query = select(releases).where(
             releases.c.product == product,
+            releases.c.environment == environment,
             releases.c.state.in_([s.value for s in ACTIVE_STATES]),
         )
         with self._read() as conn:
             row = conn.execute(query).mappings().first()
             return to_release(row) if row else None
 
-    def releases(self, product: str | None = None, limit: int = 50) -> list[Release]:
-        """Most recent first."""
+    def releases(self, product: str | None = None, limit: int = 50, environment: str | None = None) -> list[Release]:
+        """Most recent first; every environment of a plain product name unless one is given."""
         query = select(releases).order_by(releases.c.created_at.desc(), releases.c.id.desc())
         if product is not None:
-            query = query.where(releases.c.product == product)
+            if environment is None and getattr(product, "environment", None) is None:
+                query = query.where(releases.c.product == str(product))
+            else:
+                product, environment = scope(product, environment)
+                query = query.where(releases.c.product == product, releases.c.environment == environment)
         with self._read() as conn:
             return [to_release(r) for r in conn.execute(query.limit(limit)).mappings()]
 
-    def stable_versions(self, product: str) -> dict[str, str]:
-        """What runs now, per service: replays finished releases (rollbacks restore `previous`)."""
+    def stable_versions(self, product: str, environment: str | None = None) -> dict[str, str]:
+        """What runs now, per service (in one environment): replays finished releases (rollbacks
+        restore `previous`)."""
+        product, environment = scope(product, environment)
         query = (
             select(releases)
             .where(
                 releases.c.product == product,
+                releases.c.environment == environment,
                 releases.c.state.in_([ReleaseState.COMPLETED, ReleaseState.ROLLED_BACK]),
             )
             .order_by(releases.c.created_at, releases.c.id)

@@ -68,14 +68,17 @@ releases = Table(
     Column("created_by", String(200), nullable=False),
     Column("updated_by", String(200), nullable=False),
     Column("run_id", String(200), nullable=True),
+    Column("environment", String(40), nullable=False, server_default=text("''")),  # migration 0003
     Index(
-        "uq_releases_one_active_per_product",
+        "uq_releases_one_active_per_product_environment",
         "product",
+        "environment",
         unique=True,
         postgresql_where=ACTIVE_WHERE,
         sqlite_where=ACTIVE_WHERE,
     ),
     Index("ix_releases_product_created_at", "product", "created_at"),
+    Index("ix_releases_product_environment_created_at", "product", "environment", "created_at"),
 )
 
 events = Table(
@@ -151,6 +154,7 @@ class Release:
     created_by: str
     updated_by: str
     run_id: str | None
+    environment: str = ""  # '' = the single implicit environment (migration 0003)
 
 
 @dataclass(frozen=True)

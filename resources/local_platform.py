@@ -40,7 +40,7 @@ from resources.platform import (
     VersionInfo,
     quiet,
 )
-from resources.router import Routing
+from resources.router import Routing, tenant_routing
 
 Proc = dict[str, Any]
 STOP_GRACE_SECONDS = 5.0
@@ -236,7 +236,8 @@ class LocalPlatform:
             procs = [
                 proc
                 for entry in doc.get("services", {}).values()
-                for proc in (entry.get("router"), entry.get("stable"), entry.get("canary"), *entry.get("retiring", []))
+                for proc in (entry.get("router"), entry.get("stable"), entry.get("canary"), entry.get("warm"),  # warm: blue-green standby
+                             *entry.get("retiring", []))
                 if proc
             ]
             self._stop(procs)
@@ -361,7 +362,8 @@ class LocalPlatform:
     def _push(self, service: str, entry: dict[str, Any], log: Log) -> None:
         """Tell the router the routing recorded in `entry` (one atomic swap on its side)."""
         routing = Routing.from_json({"stable": entry["stable"], "canary": entry["canary"], "weight": entry["weight"],
-                                     "release_id": entry.get("release_id") if entry["canary"] else None})
+                                     "release_id": entry.get("release_id") if entry["canary"] else None,
+                                     **tenant_routing(self.manifest.service(service).canary, entry["canary"])})
         url = f"http://127.0.0.1:{entry['router']['port']}/_router/route"
         try:
             httpx.post(url, json=routing.to_json(), timeout=5.0).raise_for_status()

@@ -12,6 +12,17 @@ Reserved paths: GET /_router/metrics (Prometheus text), GET /_router/state and P
 
 Correlation: a request served by the canary carries `X-Release-Id: <release_id>` (the release that
 deployed the canary) to the canary backend, and the response returns it to the client.
+Tenant-scoped canaries: a routing may name `tenants` (with `tenant_header`, default X-Tenant, and
+`tenant_cookie`, default `tenant`). While a canary runs, every request of a named tenant goes to the
+canary whatever the weight; everyone else is split by weight as before. Each answer is also counted
+by cohort ("tenant" for a named tenant's request, else "general") in
+
+    release_router_cohort_requests_total{service,version,role,cohort,code_class}     counter
+    release_router_cohort_request_duration_seconds{service,version,role,cohort}      histogram
+
+so the judge can compare the canary's tenant requests with stable's general ones
+(`resources.router_metrics.tenant_cohorts`); the metrics above are unchanged.
+
 A route change swaps one immutable object, so in-flight requests finish on the backend they
 chose and none is dropped. At start the routing comes from the platform's state file, so a
 restarted router serves what the platform last decided.
@@ -22,8 +33,9 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from http.cookiejar import CookieJar, DefaultCookiePolicy
@@ -62,12 +74,19 @@ class Backend:
     port: int
 
 
+TENANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+HEADER_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,62}$")
+
+
 @dataclass(frozen=True)
 class Routing:
     stable: Backend | None
     canary: Backend | None
     weight: int
     release_id: str | None = None
+    tenants: frozenset[str] = frozenset()  # lower-case; their requests go to the canary
+    tenant_header: str = "X-Tenant"
+    tenant_cookie: str = "tenant"
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Routing:
@@ -88,7 +107,14 @@ class Routing:
         if release_id is not None and (not isinstance(release_id, str) or len(release_id) > 200
                                        or any(c in release_id for c in "\r\n")):
             raise RouteError("release_id must be a single-line string")
-        routing = cls(backend("stable"), backend("canary"), weight, release_id or None)
+        tenants = data.get("tenants") or []
+        if not isinstance(tenants, list) or not all(isinstance(t, str) and TENANT_NAME.match(t) for t in tenants):
+            raise RouteError("tenants must be a list of names (letters, digits, . _ -)")
+        header, cookie = data.get("tenant_header") or "X-Tenant", data.get("tenant_cookie") or "tenant"
+        if not all(isinstance(v, str) and HEADER_NAME.match(v) for v in (header, cookie)):
+            raise RouteError("tenant_header and tenant_cookie must be plain names")
+        routing = cls(backend("stable"), backend("canary"), weight, release_id or None,
+                      frozenset(t.lower() for t in tenants), header, cookie)
         if routing.canary is None and weight:
             raise RouteError("a weight above 0 needs a canary")
         return routing
@@ -98,12 +124,33 @@ class Routing:
             return None if backend is None else {"version": backend.version, "port": backend.port}
 
         routing = {"stable": as_dict(self.stable), "canary": as_dict(self.canary), "weight": self.weight}
+        if self.tenants:
+            routing |= {"tenants": sorted(self.tenants), "tenant_header": self.tenant_header,
+                        "tenant_cookie": self.tenant_cookie}
         return routing | ({"release_id": self.release_id} if self.release_id else {})
+
+    def tenant_of(self, headers: Any, cookies: Mapping[str, str]) -> str | None:
+        """The request's tenant when it is one of the named tenants (header first, then cookie)."""
+        if not self.tenants:
+            return None
+        for value in (headers.get(self.tenant_header), cookies.get(self.tenant_cookie)):
+            if value and value.strip().lower() in self.tenants:
+                return value.strip().lower()
+        return None
 
     def choose(self) -> tuple[str, Backend] | None:
         if self.canary is not None and (self.stable is None or random.random() * 100 < self.weight):
             return "canary", self.canary
         return None if self.stable is None else ("stable", self.stable)
+
+
+def tenant_routing(canary_settings: Any, has_canary: Any) -> dict[str, Any]:
+    """The tenant keys of a routing, from a service's manifest `canary` block (only while a canary runs)."""
+    tenants = list(getattr(canary_settings, "tenants", None) or [])
+    if not tenants or not has_canary:
+        return {}
+    return {"tenants": tenants, "tenant_header": canary_settings.tenant_header,
+            "tenant_cookie": canary_settings.tenant_cookie}
 
 
 def read_routing(state_file: Path, service: str) -> Routing:
@@ -125,6 +172,14 @@ def create_app(service: str, routing: Routing) -> Starlette:
     duration = Histogram(
         "release_router_request_duration_seconds", "Time to answer, by backend version",
         ["service", "version", "role"], buckets=BUCKETS, registry=registry,
+    )
+    cohort_requests = Counter(
+        "release_router_cohort_requests_total", "Requests answered, by version and cohort (tenant | general)",
+        ["service", "version", "role", "cohort", "code_class"], registry=registry,
+    )
+    cohort_duration = Histogram(
+        "release_router_cohort_request_duration_seconds", "Time to answer, by version and cohort",
+        ["service", "version", "role", "cohort"], buckets=BUCKETS, registry=registry,
     )
     current = {"routing": routing}
     client: dict[str, httpx.AsyncClient] = {}
@@ -155,7 +210,9 @@ def create_app(service: str, routing: Routing) -> Starlette:
 
     async def forward(request: Request) -> Response:
         routing = current["routing"]
-        choice = routing.choose()
+        tenant = routing.tenant_of(request.headers, request.cookies) if routing.canary is not None else None
+        choice = ("canary", routing.canary) if tenant is not None else routing.choose()
+        cohort = "tenant" if tenant is not None else "general"
         if choice is None:
             return JSONResponse({"error": f"{service}: no version deployed"}, status_code=503)
         role, backend = choice
@@ -182,6 +239,8 @@ def create_app(service: str, routing: Routing) -> Starlette:
             )
         duration.labels(service, backend.version, role).observe(time.perf_counter() - started)
         requests_total.labels(service, backend.version, role, f"{response.status_code // 100}xx").inc()
+        cohort_duration.labels(service, backend.version, role, cohort).observe(time.perf_counter() - started)
+        cohort_requests.labels(service, backend.version, role, cohort, f"{response.status_code // 100}xx").inc()
         response.headers["X-Release-Version"] = backend.version
         response.headers["X-Release-Role"] = role
         if release_id:

@@ -13,23 +13,40 @@ from resources.metrics import MetricsSnapshot, MetricsUnavailable, VersionMetric
 
 REQUESTS = "release_router_requests"
 DURATION = "release_router_request_duration_seconds"
+COHORT_REQUESTS = "release_router_cohort_requests"
+COHORT_DURATION = "release_router_cohort_request_duration_seconds"
 
 
-def parse_router_metrics(text: str) -> dict[str, VersionMetrics]:
-    """version -> cumulative counters, from one scrape of a router."""
+def tenant_cohorts(manifest) -> dict[str, tuple[str, str]]:
+    """service -> (stable cohort, canary cohort) for services with tenant-scoped canaries.
+
+    Every request of a named tenant goes to the canary, so stable never serves that cohort: the
+    closest like-for-like comparison the routers can give is the canary's TENANT requests against
+    stable's GENERAL (non-tenant) requests of the same service and endpoints. That still compares
+    different customers (a tenant may have its own error or latency profile); choose tenants whose
+    traffic resembles everyone else's, or judge at a weight > 0 with no tenants for a pure A/B.
+    """
+    return {s.name: ("general", "tenant") for s in getattr(manifest, "services", []) if s.canary.tenants}
+
+
+def parse_router_metrics(text: str, cohort: str | None = None) -> dict[str, VersionMetrics]:
+    """version -> cumulative counters, from one scrape of a router (one cohort's only, if given)."""
     requests: dict[str, float] = defaultdict(float)
     errors: dict[str, float] = defaultdict(float)
     buckets: dict[str, dict[float, float]] = defaultdict(dict)
+    names = (REQUESTS, DURATION) if cohort is None else (COHORT_REQUESTS, COHORT_DURATION)
     for family in text_string_to_metric_families(text):
+        if family.name not in names:
+            continue
         for sample in family.samples:
             version = sample.labels.get("version")
-            if version is None:
+            if version is None or (cohort is not None and sample.labels.get("cohort") != cohort):
                 continue
-            if family.name == REQUESTS and sample.name.endswith("_total"):
+            if family.name == names[0] and sample.name.endswith("_total"):
                 requests[version] += sample.value
                 if sample.labels.get("code_class") == "5xx":
                     errors[version] += sample.value
-            elif family.name == DURATION and sample.name.endswith("_bucket"):
+            elif family.name == names[1] and sample.name.endswith("_bucket"):
                 le = float(sample.labels["le"])
                 buckets[version][le] = buckets[version].get(le, 0) + sample.value
     return {
@@ -48,8 +65,9 @@ def _shared_client() -> httpx.Client:
 class RouterMetricsProvider:
     """Reads a service's router; `endpoint_of(service)` gives its base URL (the local platform)."""
 
-    def __init__(self, endpoint_of, timeout: float = 2.0):
+    def __init__(self, endpoint_of, timeout: float = 2.0, cohorts: dict[str, tuple[str, str]] | None = None):
         self._endpoint_of = endpoint_of
+        self._cohorts = cohorts or {}  # service -> (stable cohort, canary cohort): see tenant_cohorts
         self._timeout = timeout
         self._client = _shared_client()
 
@@ -63,5 +81,9 @@ class RouterMetricsProvider:
             response.raise_for_status()
         except httpx.HTTPError as exc:
             raise MetricsUnavailable(f"{service}: router metrics at {url} unavailable ({type(exc).__name__})") from None
+        if service in self._cohorts:
+            stable_cohort, canary_cohort = self._cohorts[service]
+            return MetricsSnapshot(service, parse_router_metrics(response.text, stable_cohort).get(stable_version),
+                                   parse_router_metrics(response.text, canary_cohort).get(canary_version))
         by_version = parse_router_metrics(response.text)
         return MetricsSnapshot(service, by_version.get(stable_version), by_version.get(canary_version))

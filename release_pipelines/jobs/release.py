@@ -36,6 +36,7 @@ from release_pipelines.jobs.common import (
 )
 from release_pipelines.planner import ServiceChange, plan_release
 from release_pipelines.preflight import preflight_problems
+from release_pipelines.steps import blue_green as blue_green_steps
 from release_pipelines.product import Product
 from release_pipelines.states import ReleaseState
 from release_pipelines.steps import gates as gate_steps
@@ -86,6 +87,11 @@ def _preflight_op(product: Product) -> OpDefinition:
         actor = actor_of(context)
         try:
             plan = plan_release(product.manifest, config.versions, current, config.allow_downgrade)
+            from release_pipelines.environments import (
+                entry_problems,  # environments: promoted, never re-chosen
+            )
+
+            problems += entry_problems(product, config.versions, book, actor)
             problems = preflight_problems(product, plan, break_glass_reason=config.break_glass_reason,
                                           platform=services, metrics_provider=_metrics_provider(services))
             if problems:
@@ -174,10 +180,17 @@ def _first_step_op(product: Product, upstream: list[str]) -> OpDefinition:
     ins = {"release_id": In(str)} | {f"after_{u}": In(Nothing) for u in upstream}
 
     @op(name="start_canary", ins=ins, out=Out(str), tags={"kind": "traffic"})
-    def start_canary(context: OpExecutionContext, release_id: str, ledger: LedgerResource, platform: PlatformResource):
-        """First traffic step: each canary gets its first share; the canary sensor takes it from here."""
+    def start_canary(context: OpExecutionContext, release_id: str, ledger: LedgerResource, platform: PlatformResource,
+                     flags: FlagsResource):
+        """First traffic step: each canary gets its first share; the canary sensor takes it from here.
+        Blue-green services (steps/blue_green.py) are gated and switched at once instead."""
         book = ledger.open()
         release = book.get(release_id)
+        with failing_clearly(ctx, "blue-green switch"):
+            switched = blue_green_steps.apply(ctx, services, release)
+        for service in switched:
+            yield service_materialization(product, service, services.status(service), release_id,
+                                          f"{release.versions[service]} switched to at once (blue-green)")
         ctx = step_context(context, product, book, release_id)
         services = platform.for_product(product)
         canaries = [s for s in release.versions if services.status(s).canary_version == release.versions[s]]
@@ -189,12 +202,16 @@ def _first_step_op(product: Product, upstream: list[str]) -> OpDefinition:
         for service in canaries:
             yield service_materialization(product, service, services.status(service), release_id,
                                           f"canary at {weights[service]}%")
-        if not canaries:  # only first installs: nothing to judge
+        if not canaries:  # only first installs (or blue-green switches): nothing to judge
             book.transition(release_id, ReleaseState.PROMOTING, ctx.actor, run_id=context.run_id)
-            book.transition(release_id, ReleaseState.COMPLETED, ctx.actor, run_id=context.run_id,
-                            payload={"reason": "first install: no previous version to compare against"})
-            ctx.log("first install of every service: release completed")
-        yield readiness_observation(product, book, release_id, "canary" if canaries else "completed")
+            if switched:  # promoted at once: flags on, bake (rollback = switch back), then complete
+                blue_green_steps.finish_switched(ctx, book, flags.for_product(product), release)
+            else:
+                book.transition(release_id, ReleaseState.COMPLETED, ctx.actor, run_id=context.run_id,
+                                payload={"reason": "first install: no previous version to compare against"})
+            ctx.log("blue-green switch done: " + ", ".join(switched) if switched
+                    else "first install of every service: release completed")
+        yield readiness_observation(product, book, release_id, "canary" if canaries else book.get(release_id).state.value)
         yield Output(release_id)
 
     return start_canary

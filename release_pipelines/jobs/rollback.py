@@ -33,6 +33,7 @@ from release_pipelines.jobs.common import (
     tag_run,
 )
 from release_pipelines.jobs.promote import find_release
+from release_pipelines.steps import blue_green as blue_green_steps
 from release_pipelines.product import Product
 from release_pipelines.states import ReleaseState, can_roll_back
 from release_pipelines.steps import migrate as migrate_steps
@@ -97,7 +98,9 @@ def _revert_service_op(product: Product, service: str, after: list[str]) -> OpDe
             return
         ctx = step_context(context, product, book, release_id)
         with failing_clearly(ctx, f"revert {service}"):
-            status = compensate_deploy(ctx, platform.for_product(product), service, release.versions[service],
+            revert_step = blue_green_steps.compensate if blue_green_steps.is_blue_green(product.manifest, service) \
+                else compensate_deploy  # blue-green: one switch back to the warm version
+            status = revert_step(ctx, platform.for_product(product), service, release.versions[service],
                                        release.previous.get(service))
         yield service_materialization(product, service, status, release_id, "rolled back")
 
