@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 from release_pipelines.errors import ReleaseError
 from release_pipelines.manifest import Environment, Manifest
@@ -37,7 +37,7 @@ class ProductName(str):
     base: str
     environment: str
 
-    def __new__(cls, base: str, environment: str) -> ProductName:
+    def __new__(cls, base: str, environment: str) -> Self:
         name = super().__new__(cls, f"{base}_{environment}")
         name.base, name.environment = str(base), str(environment)
         return name

@@ -7,6 +7,7 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Self
 
 import httpx
 import pytest
@@ -15,7 +16,14 @@ from click.testing import CliRunner
 from release_pipelines.environments import environment_products
 from release_pipelines.states import ReleaseState
 from resources.dagster_resources import PlatformResource
-from tests.release_harness import ROOT, processes_under, promote_config, release_config, rollback_config, shop_environment
+from tests.release_harness import (
+    ROOT,
+    processes_under,
+    promote_config,
+    release_config,
+    rollback_config,
+    shop_environment,
+)
 
 SERVICE = ROOT / "examples" / "shop" / "service.py"
 
@@ -174,7 +182,7 @@ class Load:
                 except httpx.HTTPError as exc:
                     self.errors.append(type(exc).__name__)
 
-    def __enter__(self) -> Load:
+    def __enter__(self) -> Self:
         self.thread.start()
         return self
 
