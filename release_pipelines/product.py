@@ -64,4 +64,25 @@ def load_products(location: str | Path) -> list[Product]:
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise ManifestError([Problem("product", f"product {n!r} is defined twice", None) for n in duplicates])
+    problems = _shared_names(products)
+    if problems:
+        raise ManifestError(problems)
     return products
+
+
+def _shared_names(products: list[Product]) -> list[Problem]:
+    """Services and databases become asset keys (`services/<name>`, `<database>/...`), which must
+    be unique in one code location: two products may not declare the same name."""
+    owner: dict[str, str] = {}
+    problems = []
+    for product in products:
+        for kind, names in (("services", [s.name for s in product.manifest.services]),
+                            ("databases", [d.name for d in product.manifest.databases])):
+            for name in names:
+                if name in owner and owner[name] != product.name:
+                    problems.append(Problem(
+                        kind, f"{name!r} is declared by products {owner[name]!r} and {product.name!r}; service "
+                        "and database names must be unique across the products of one code location",
+                        str(product.path)))
+                owner.setdefault(name, product.name)
+    return problems

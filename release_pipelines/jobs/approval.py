@@ -5,7 +5,6 @@ the phase's approval group may, and each person approves a phase once. A refusal
 Dagster is imported only when the job is built, so the CLI stays quick.
 """
 
-
 from typing import Any
 
 from release_pipelines.errors import ReleaseError
@@ -28,9 +27,10 @@ def approval_refusal(manifest: Manifest, release: Any, phase: str, approver: str
     rules = [r for r in manifest.approvals if r.phase.value == phase]
     if not rules:
         configured = sorted({r.phase.value for r in manifest.approvals})
-        return (
-            f"the {manifest.product} manifest has no approval rule for phase {phase}"
-            + (f" (it has rules for: {', '.join(configured)})" if configured else " (it has no approval rules)")
+        return f"the {manifest.product} manifest has no approval rule for phase {phase}" + (
+            f" (it has rules for: {', '.join(configured)})"
+            if configured
+            else " (it has no approval rules)"
         )
     group = sorted({member for rule in rules for member in rule.group})
     if approver == release.created_by:
@@ -44,7 +44,14 @@ def approval_refusal(manifest: Manifest, release: Any, phase: str, approver: str
     return None
 
 
-def approve(manifest: Manifest, book: Any, release_id: str, phase: str, approver: str, comment: str | None = None):
+def approve(
+    manifest: Manifest,
+    book: Any,
+    release_id: str,
+    phase: str,
+    approver: str,
+    comment: str | None = None,
+):
     """Record the approval in the ledger, or raise ReleaseError (nothing recorded) when refused."""
     release = book.get(release_id)
     problem = approval_refusal(manifest, release, phase, approver)
@@ -55,21 +62,25 @@ def approve(manifest: Manifest, book: Any, release_id: str, phase: str, approver
 
 def build_approval_job(product):
     """The Launchpad form: release_id, phase, approver (default: the signed-in Dagster user), comment."""
-    from dagster import Config, Failure, JobDefinition, OpExecutionContext, job, op  # noqa: F401
+    from dagster import Config, Failure, JobDefinition, OpExecutionContext, in_process_executor, op  # noqa: F401
     from pydantic import Field
 
-    from release_pipelines.jobs.common import TAG_KIND, TAG_PRODUCT, USER_TAG, tag_run
+    from release_pipelines.jobs.common import USER_TAG, product_job, tag_run
     from release_pipelines.jobs.promote import find_release
     from resources.dagster_resources import LedgerResource
 
     class ApprovalConfig(Config):
         release_id: str = Field(default="", description="empty = the product's active release")
         phase: str = Field(default="promote", description=f"one of: {', '.join(PHASES)}")
-        approver: str = Field(default="", description="empty = the signed-in Dagster user (dagster/user tag)")
+        approver: str = Field(
+            default="", description="empty = the signed-in Dagster user (dagster/user tag)"
+        )
         comment: str = Field(default="", description="why, recorded with the approval")
 
     @op(name="approve", tags={"kind": "approval"})
-    def approve_op(context: OpExecutionContext, config: ApprovalConfig, ledger: LedgerResource) -> None:
+    def approve_op(
+        context: OpExecutionContext, config: ApprovalConfig, ledger: LedgerResource
+    ) -> None:
         """Record the sign-off; refused (nothing recorded) for the launcher or anyone outside the group."""
         book = ledger.open()
         signed_in = context.run.tags.get(USER_TAG, "")
@@ -81,14 +92,21 @@ def build_approval_job(product):
                 )
             release = find_release(book, product, config.release_id)
             tag_run(context, product, release.id)
-            recorded = approve(product.manifest, book, release.id, config.phase, approver, config.comment)
+            recorded = approve(
+                product.manifest, book, release.id, config.phase, approver, config.comment
+            )
         except ReleaseError as exc:
             raise Failure(description=str(exc)) from None
-        context.log.info(f"[release {recorded.release_id}] {recorded.approver} approved {recorded.phase} of release {recorded.release_id}")
+        context.log.info(
+            f"[release {recorded.release_id}] {recorded.approver} approved {recorded.phase} of release {recorded.release_id}"
+        )
 
-    @job(name=f"{product.name}_approve", tags={TAG_PRODUCT: product.name, TAG_KIND: "approval"},
-         description=f"Approve a phase of a {product.name} release (maker-checker: never the launcher).")
-    def approval_job():
-        approve_op()
-
-    return approval_job
+    return product_job(
+        product,
+        "approve",
+        f"Approve a phase of a {product.name} release (maker-checker: never the launcher).",
+        [approve_op],
+        {},
+        "approval",
+        executor_def=in_process_executor,
+    )

@@ -11,7 +11,9 @@ from dagster import (
     AssetMaterialization,
     AssetObservation,
     Failure,
+    GraphDefinition,
     MetadataValue,
+    NodeInvocation,
     OpExecutionContext,
 )
 
@@ -137,3 +139,21 @@ def error_budget_observation(product: Product, service: str, status, release_id:
             "error_budget_slow": MetadataValue.int(int(status.slow)),
         },
     )
+
+
+def product_job(product: Product, name: str, description: str, node_defs: list, dependencies: dict,
+                kind: str, executor_def=None):
+    """A job whose op definitions are named `<product>__<op>` but invoked under their short names.
+
+    Dagster needs op definition names unique across a code location, and every product builds
+    ops called `preflight`, `promote_step`...; the alias keeps run config (`ops: {preflight: ...}`)
+    and the graph view readable.
+    """
+    renamed = [d.with_replaced_properties(name=f"{product.name}__{d.name}") for d in node_defs]
+    invocations = {
+        NodeInvocation(f"{product.name}__{d.name}", alias=d.name): dict(dependencies.get(d.name, {}))
+        for d in node_defs
+    }
+    graph = GraphDefinition(name=f"{product.name}_{name}", description=description, node_defs=renamed,
+                            dependencies=invocations)
+    return graph.to_job(tags={TAG_PRODUCT: product.name, TAG_KIND: kind}, executor_def=executor_def)

@@ -7,15 +7,14 @@ of a service using the database still runs, and with the manifest's contract app
 
 from datetime import UTC, datetime
 
-from dagster import Config, JobDefinition, OpExecutionContext, job, op
+from dagster import Config, JobDefinition, OpExecutionContext, in_process_executor, op
 from pydantic import Field
 
 from release_pipelines.approvals import missing_approvals
 from release_pipelines.errors import ReleaseError
 from release_pipelines.jobs.common import (
-    TAG_KIND,
-    TAG_PRODUCT,
     failing_clearly,
+    product_job,
     readiness_observation,
     release_log,
     step_context,
@@ -43,15 +42,21 @@ def old_versions_running(product: Product, release, platform, database: str) -> 
         status = platform.status(service.name)
         expected = release.versions.get(service.name, status.stable_version)
         if status.canary_version is not None or status.stable_version != expected:
-            running.append(f"{service.name} runs {status.stable_version}"
-                           + (f" and canary {status.canary_version}" if status.canary_version else ""))
+            running.append(
+                f"{service.name} runs {status.stable_version}"
+                + (f" and canary {status.canary_version}" if status.canary_version else "")
+            )
     return running
 
 
 def build_contract_job(product: Product) -> JobDefinition:
     @op(name="contract_migrations", out={}, tags={"kind": "migrate"})
-    def contract_migrations(context: OpExecutionContext, config: ContractConfig, ledger: LedgerResource,
-                            platform: PlatformResource):
+    def contract_migrations(
+        context: OpExecutionContext,
+        config: ContractConfig,
+        ledger: LedgerResource,
+        platform: PlatformResource,
+    ):
         """Run the contract revisions of the release's databases, then the data gates."""
         book = ledger.open()
         with failing_clearly(None, "contract"):
@@ -64,33 +69,48 @@ def build_contract_job(product: Product) -> JobDefinition:
                 # Past the point of no return a run was killed or failed: the only way is forward.
                 started = [e for e in book.events(release.id) if e.kind == "state:contracting"]
                 databases = list(started[-1].payload.get("databases", [])) if started else []
-                context.log.warning(f"release {release.id}: resuming contract migrations on "
-                                    f"{', '.join(databases) or 'no database'} (already past the point of no return)")
+                context.log.warning(
+                    f"release {release.id}: resuming contract migrations on "
+                    f"{', '.join(databases) or 'no database'} (already past the point of no return)"
+                )
                 for database in databases:
                     yield from migrate_steps.contract(ctx, database)
                     yield from gate_steps.run_gates(ctx, database, {})
-                book.transition(release.id, ReleaseState.COMPLETED, ctx.actor, run_id=context.run_id)
+                book.transition(
+                    release.id, ReleaseState.COMPLETED, ctx.actor, run_id=context.run_id
+                )
                 context.log.info(f"release {release.id} completed")
                 return
             if release.state != ReleaseState.BAKING:
-                raise ReleaseError(f"release {release.id} is {release.state.value}; only a promoted release "
-                                   "(baking) can run its contract migrations")
+                raise ReleaseError(
+                    f"release {release.id} is {release.state.value}; only a promoted release "
+                    "(baking) can run its contract migrations"
+                )
             left = bake_remaining(product, release, datetime.now(UTC))
             if left > 0:
                 raise ReleaseError(f"release {release.id} is still baking for {left:.0f} s")
             databases = migrate_steps.contract_pending(product, release.versions)
             if not databases:
                 raise ReleaseError(f"release {release.id} has no pending contract migrations")
-            blockers = [b for db in databases for b in old_versions_running(product, release, services, db)]
+            blockers = [
+                b for db in databases for b in old_versions_running(product, release, services, db)
+            ]
             if blockers:
                 raise ReleaseError("old versions still run: " + "; ".join(blockers))
             waiting = missing_approvals(product.manifest, book, release, ApprovalPhase.contract)
             if waiting:
                 raise ReleaseError(waiting)
-            book.transition(release.id, ReleaseState.CONTRACTING, ctx.actor, run_id=context.run_id,
-                            payload={"point_of_no_return": True, "databases": databases})
+            book.transition(
+                release.id,
+                ReleaseState.CONTRACTING,
+                ctx.actor,
+                run_id=context.run_id,
+                payload={"point_of_no_return": True, "databases": databases},
+            )
             yield readiness_observation(product, book, release.id, "contracting")
-            release_log(context, release.id, "warning")(f"point of no return - contract migrations on {', '.join(databases)}")
+            release_log(context, release.id, "warning")(
+                f"point of no return - contract migrations on {', '.join(databases)}"
+            )
             for database in databases:
                 yield from migrate_steps.contract(ctx, database)
                 yield from gate_steps.run_gates(ctx, database, {})
@@ -98,9 +118,12 @@ def build_contract_job(product: Product) -> JobDefinition:
             yield readiness_observation(product, book, release.id, "completed")
         release_log(context, release.id)("release completed")
 
-    @job(name=f"{product.name}_contract", tags={TAG_PRODUCT: product.name, TAG_KIND: "contract"},
-         description=f"Point of no return: run the contract migrations of the promoted {product.name} release.")
-    def contract_job():
-        contract_migrations()
-
-    return contract_job
+    return product_job(
+        product,
+        "contract",
+        f"Point of no return: run the contract migrations of the promoted {product.name} release.",
+        [contract_migrations],
+        {},
+        "contract",
+        executor_def=in_process_executor,
+    )

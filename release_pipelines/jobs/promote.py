@@ -6,16 +6,15 @@ platform every time, so launching it twice for the same step is refused rather t
 
 from datetime import UTC, datetime
 
-from dagster import Config, Failure, JobDefinition, OpExecutionContext, job, op
+from dagster import Config, JobDefinition, OpExecutionContext, in_process_executor, op
 from pydantic import Field
 
 from release_pipelines.approvals import missing_approvals
 from release_pipelines.errors import ReleaseError
 from release_pipelines.graph import dependency_edges, waves
 from release_pipelines.jobs.common import (
-    TAG_KIND,
-    TAG_PRODUCT,
     failing_clearly,
+    product_job,
     readiness_observation,
     service_materialization,
     step_context,
@@ -33,7 +32,9 @@ from resources.dagster_resources import FlagsResource, LedgerResource, PlatformR
 
 class PromoteConfig(Config):
     release_id: str = Field(default="", description="empty = the product's active release")
-    expected_step: int = Field(default=-1, description="refuse unless the release is at this step (-1: any)")
+    expected_step: int = Field(
+        default=-1, description="refuse unless the release is at this step (-1: any)"
+    )
 
 
 def find_release(book, product: Product, release_id: str):
@@ -48,7 +49,9 @@ def find_release(book, product: Product, release_id: str):
 
 def bake_remaining(product: Product, release, now: datetime) -> float:
     """Seconds of bake left after promotion (the longest bake of the services it changed)."""
-    bake = max((product.manifest.service(s).canary.bake_seconds for s in release.versions), default=0)
+    bake = max(
+        (product.manifest.service(s).canary.bake_seconds for s in release.versions), default=0
+    )
     return max(0.0, bake - (now - release.updated_at).total_seconds())
 
 
@@ -61,16 +64,24 @@ def finish_release(ctx, book, release, store) -> None:
         return
     pending = migrate_steps.contract_pending(product, release.versions)
     if pending:
-        ctx.log(f"baked; contract migrations wait for {product.name}_contract: {', '.join(pending)}")
+        ctx.log(
+            f"baked; contract migrations wait for {product.name}_contract: {', '.join(pending)}"
+        )
         return
-    set_flags(ctx, store, flags_for(product.manifest, set(release.versions), FlagStep.completed), True)
+    set_flags(
+        ctx, store, flags_for(product.manifest, set(release.versions), FlagStep.completed), True
+    )
     book.transition(release.id, ReleaseState.COMPLETED, ctx.actor, run_id=ctx.run_id)
     ctx.log(f"release {release.id} completed")
 
 
 def build_promote_job(product: Product) -> JobDefinition:
     manifest = product.manifest
-    order = [name for wave in waves(dependency_edges(manifest), [s.name for s in manifest.services]) for name in wave]
+    order = [
+        name
+        for wave in waves(dependency_edges(manifest), [s.name for s in manifest.services])
+        for name in wave
+    ]
 
     @op(name="promote_step", out={}, tags={"kind": "traffic"})
     def promote_step(
@@ -96,42 +107,82 @@ def build_promote_job(product: Product) -> JobDefinition:
             # A run killed while promoting left the release in `promoting`: re-running finishes it.
             resuming = release.state == ReleaseState.PROMOTING
             if release.state != ReleaseState.CANARY and not resuming:
-                raise ReleaseError(f"release {release.id} is {release.state.value}; only a release in canary can be promoted")
-            if not resuming and config.expected_step >= 0 and release.canary_step != config.expected_step:
+                raise ReleaseError(
+                    f"release {release.id} is {release.state.value}; only a release in canary can be promoted"
+                )
+            if (
+                not resuming
+                and config.expected_step >= 0
+                and release.canary_step != config.expected_step
+            ):
                 raise ReleaseError(
                     f"release {release.id} is at step {release.canary_step}, not {config.expected_step}: "
                     "this promotion was already applied"
                 )
-            canaries = [s for s in release.versions if services.status(s).canary_version == release.versions[s]]
+            canaries = [
+                s
+                for s in release.versions
+                if services.status(s).canary_version == release.versions[s]
+            ]
             next_step = (release.canary_step or 0) + 1
             if not resuming and next_step < step_count(manifest, canaries):
                 weights = weights_for_step(manifest, canaries, next_step)
-                waiting = missing_approvals(manifest, book, release, ApprovalPhase.promote, max(weights.values(), default=0))
+                waiting = missing_approvals(
+                    manifest, book, release, ApprovalPhase.promote, max(weights.values(), default=0)
+                )
                 if waiting:
                     raise ReleaseError(waiting)
                 apply_weights(ctx, services, weights, next_step)
-                book.transition(release.id, ReleaseState.CANARY, ctx.actor, run_id=context.run_id,
-                                canary_step=next_step, payload={"weights": weights})
+                book.transition(
+                    release.id,
+                    ReleaseState.CANARY,
+                    ctx.actor,
+                    run_id=context.run_id,
+                    canary_step=next_step,
+                    payload={"weights": weights},
+                )
                 for service in canaries:
-                    yield service_materialization(product, service, services.status(service), release.id,
-                                                  f"canary at {weights[service]}%")
+                    yield service_materialization(
+                        product,
+                        service,
+                        services.status(service),
+                        release.id,
+                        f"canary at {weights[service]}%",
+                    )
                 yield readiness_observation(product, book, release.id, f"canary step {next_step}")
                 return
             if resuming:
-                ctx.log(f"release {release.id} stopped while promoting; finishing: {', '.join(canaries) or 'flags and bake'}")
+                ctx.log(
+                    f"release {release.id} stopped while promoting; finishing: {', '.join(canaries) or 'flags and bake'}"
+                )
             else:
-                book.transition(release.id, ReleaseState.PROMOTING, ctx.actor, run_id=context.run_id)
+                book.transition(
+                    release.id, ReleaseState.PROMOTING, ctx.actor, run_id=context.run_id
+                )
             for service in [s for s in order if s in canaries]:
                 status = apply_promote(ctx, services, service, release.versions[service])
-                yield service_materialization(product, service, status, release.id, f"{release.versions[service]} promoted to stable")
-            set_flags(ctx, store, flags_for(manifest, set(release.versions), FlagStep.promoted), True)
-            release = book.transition(release.id, ReleaseState.BAKING, ctx.actor, run_id=context.run_id)
+                yield service_materialization(
+                    product,
+                    service,
+                    status,
+                    release.id,
+                    f"{release.versions[service]} promoted to stable",
+                )
+            set_flags(
+                ctx, store, flags_for(manifest, set(release.versions), FlagStep.promoted), True
+            )
+            release = book.transition(
+                release.id, ReleaseState.BAKING, ctx.actor, run_id=context.run_id
+            )
             finish_release(ctx, book, release, store)
             yield readiness_observation(product, book, release.id, "promoted")
 
-    @job(name=f"{product.name}_promote", tags={TAG_PRODUCT: product.name, TAG_KIND: "promote"},
-         description=f"Move the active {product.name} release one traffic step forward.")
-    def promote_job():
-        promote_step()
-
-    return promote_job
+    return product_job(
+        product,
+        "promote",
+        f"Move the active {product.name} release one traffic step forward.",
+        [promote_step],
+        {},
+        "promote",
+        executor_def=in_process_executor,
+    )

@@ -6,7 +6,6 @@ while a release of the product is active, so it never interferes with a real rol
 A weekly schedule (stopped by default) rehearses every service.
 """
 
-
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -20,14 +19,14 @@ from dagster import (
     RunRequest,
     ScheduleDefinition,
     ScheduleEvaluationContext,
-    job,
+    in_process_executor,
     op,
     schedule,
 )
 from pydantic import Field
 
 from release_pipelines.errors import ReleaseError
-from release_pipelines.jobs.common import TAG_KIND, TAG_PRODUCT, actor_of
+from release_pipelines.jobs.common import TAG_PRODUCT, actor_of, product_job
 from release_pipelines.product import Product
 from release_pipelines.states import ReleaseState
 from resources.dagster_resources import LedgerResource, PlatformResource
@@ -35,7 +34,9 @@ from resources.dagster_resources import LedgerResource, PlatformResource
 
 class RehearsalConfig(Config):
     service: str = Field(description="the service whose rollback to rehearse")
-    version: str = Field(default="", description="empty = the version that ran before the current stable one")
+    version: str = Field(
+        default="", description="empty = the version that ran before the current stable one"
+    )
 
 
 def previous_version(book: Any, product: str, service: str, stable: str) -> str | None:
@@ -47,17 +48,30 @@ def previous_version(book: Any, product: str, service: str, stable: str) -> str 
             if before and before != stable:
                 return before
     for release in history:  # any older version that was stable once
-        if release.state == ReleaseState.COMPLETED and release.versions.get(service) not in (None, stable):
+        if release.state == ReleaseState.COMPLETED and release.versions.get(service) not in (
+            None,
+            stable,
+        ):
             return release.versions[service]
     return None
 
 
-def rehearse(platform: Any, book: Any, product: Product, service: str, version: str, actor: str,
-             run_id: str | None = None, log=print) -> dict[str, Any]:
+def rehearse(
+    platform: Any,
+    book: Any,
+    product: Product,
+    service: str,
+    version: str,
+    actor: str,
+    run_id: str | None = None,
+    log=print,
+) -> dict[str, Any]:
     """Deploy `version` (or the previous one) at 0 %, health-check it, abort it; record the timings."""
     names = [s.name for s in product.manifest.services]
     if service not in names:
-        raise ReleaseError(f"{product.name} has no service {service!r}; services: {', '.join(names)}")
+        raise ReleaseError(
+            f"{product.name} has no service {service!r}; services: {', '.join(names)}"
+        )
     active = book.active_release(product.name)
     if active is not None:
         raise ReleaseError(
@@ -67,7 +81,9 @@ def rehearse(platform: Any, book: Any, product: Product, service: str, version: 
     if not status.stable_version:
         raise ReleaseError(f"{service} has no stable version running: nothing to roll back from")
     if status.canary_version:
-        raise ReleaseError(f"{service} runs canary {status.canary_version}; rehearse when no canary runs")
+        raise ReleaseError(
+            f"{service} runs canary {status.canary_version}; rehearse when no canary runs"
+        )
     target = version or previous_version(book, product.name, service, status.stable_version)
     if not target:
         raise ReleaseError(
@@ -76,8 +92,13 @@ def rehearse(platform: Any, book: Any, product: Product, service: str, version: 
     if target == status.stable_version:
         raise ReleaseError(f"{target} is the stable version of {service}; give an older one")
 
-    payload: dict[str, Any] = {"product": product.name, "service": service, "stable_version": status.stable_version,
-                               "version": target, "ok": False}
+    payload: dict[str, Any] = {
+        "product": product.name,
+        "service": service,
+        "stable_version": status.stable_version,
+        "version": target,
+        "ok": False,
+    }
     began = time.monotonic()
     deployed = False
     try:
@@ -86,9 +107,13 @@ def rehearse(platform: Any, book: Any, product: Product, service: str, version: 
         deployed = after.canary_version == target
         payload["deploy_seconds"] = round(time.monotonic() - step, 3)
         if not deployed:
-            raise ReleaseError(f"{service} {target} did not start as a canary (stable is {after.stable_version})")
+            raise ReleaseError(
+                f"{service} {target} did not start as a canary (stable is {after.stable_version})"
+            )
         if after.canary_weight != 0:
-            raise ReleaseError(f"{service} canary {target} got {after.canary_weight} % of traffic, expected 0 %")
+            raise ReleaseError(
+                f"{service} canary {target} got {after.canary_weight} % of traffic, expected 0 %"
+            )
         step = time.monotonic()
         health = platform.health_check(service, target, log=log)
         payload["health_seconds"] = round(time.monotonic() - step, 3)
@@ -111,28 +136,45 @@ def rehearse(platform: Any, book: Any, product: Product, service: str, version: 
                 payload["cleanup_error"] = str(exc)
         payload["duration_seconds"] = round(time.monotonic() - began, 3)
         book.record(None, "rehearsal", actor, run_id=run_id, payload=payload)
-    log(f"rollback rehearsal of {service}: {target} started, healthy and aborted in {payload['duration_seconds']} s")
+    log(
+        f"rollback rehearsal of {service}: {target} started, healthy and aborted in {payload['duration_seconds']} s"
+    )
     return payload
 
 
 def build_rehearsal_job(product: Product) -> JobDefinition:
     @op(name="rehearse_rollback", tags={"kind": "rehearsal"})
-    def rehearse_rollback(context: OpExecutionContext, config: RehearsalConfig, ledger: LedgerResource,
-                          platform: PlatformResource) -> None:
+    def rehearse_rollback(
+        context: OpExecutionContext,
+        config: RehearsalConfig,
+        ledger: LedgerResource,
+        platform: PlatformResource,
+    ) -> None:
         """Previous version at 0 %: deploy, health-check, abort; the timings go to the ledger."""
         try:
-            result = rehearse(platform.for_product(product), ledger.open(), product, config.service, config.version,
-                              actor_of(context), run_id=context.run_id, log=context.log.info)
+            result = rehearse(
+                platform.for_product(product),
+                ledger.open(),
+                product,
+                config.service,
+                config.version,
+                actor_of(context),
+                run_id=context.run_id,
+                log=context.log.info,
+            )
         except ReleaseError as exc:
             raise Failure(description=f"rollback rehearsal failed: {exc}") from None
         context.log.info(f"rehearsal recorded: {result}")
 
-    @job(name=f"{product.name}_rehearse_rollback", tags={TAG_PRODUCT: product.name, TAG_KIND: "rehearsal"},
-         description=f"Rehearse rolling back one {product.name} service: previous version at 0 %, health, abort.")
-    def rehearsal_job():
-        rehearse_rollback()
-
-    return rehearsal_job
+    return product_job(
+        product,
+        "rehearse_rollback",
+        f"Rehearse rolling back one {product.name} service: previous version at 0 %, health, abort.",
+        [rehearse_rollback],
+        {},
+        "rehearsal",
+        executor_def=in_process_executor,
+    )
 
 
 def build_rehearsal_schedule(product: Product, rehearsal_job: JobDefinition) -> ScheduleDefinition:

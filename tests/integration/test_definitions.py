@@ -46,3 +46,31 @@ def test_broken_manifest_fails_the_load_with_the_cli_message(tmp_path) -> None:
                             capture_output=True, text=True, env=env, cwd=ROOT, timeout=180)
     assert result.returncode != 0
     assert "unknown key 'depnds_on'; did you mean 'depends_on'?" in result.stdout + result.stderr
+
+
+def _product_copy(tmp_path: Path, name: str, rename: bool) -> None:
+    import shutil
+
+    folder = tmp_path / name
+    shutil.copytree(ROOT / "examples" / "shop", folder, ignore=shutil.ignore_patterns("__pycache__"))
+    text = (folder / "release.yaml").read_text().replace("product: shop\n", f"product: {name}\n")
+    if rename:
+        for old in ("catalog", "orders", "frontend", "shop_db"):
+            text = text.replace(old, f"{name}_{old}")
+    (folder / "release.yaml").write_text(text)
+
+
+def test_two_products_load_side_by_side(tmp_path) -> None:
+    _product_copy(tmp_path, "shop", rename=False)
+    _product_copy(tmp_path, "books", rename=True)
+    defs = build_definitions(tmp_path)
+    Definitions.validate_loadable(defs)
+    assert {"shop_release", "books_release"} <= {j.name for j in defs.jobs}
+    assert defs.resolve_job_def("books_release").graph.node_named("preflight")
+
+
+def test_two_products_sharing_a_service_name_get_a_clear_error(tmp_path) -> None:
+    _product_copy(tmp_path, "shop", rename=False)
+    _product_copy(tmp_path, "shop2", rename=False)
+    with pytest.raises(ManifestError, match="'catalog' is declared by products 'shop' and 'shop2'"):
+        build_definitions(tmp_path)
