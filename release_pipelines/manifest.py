@@ -228,8 +228,6 @@ class ApiContract(Strict):
         return requires
 
 
-class Service(Strict):
-    name: Name
 class Slo(Strict):
     """A service's objectives over its last `window_requests` requests; the unspent part is its
     error budget (preflight refuses a release of a service that has spent it)."""
@@ -247,6 +245,8 @@ class ResourceBudget(Strict):
     cpu_percent: float | None = Field(default=None, gt=0, le=6400, description="CPU per version (100 = one core)")
 
 
+class Service(Strict):
+    name: Name
     depends_on: list[Name] = Field(default_factory=list, description="services or databases")
     deploy: Deploy
     health: Health = Field(default_factory=Health)
@@ -254,10 +254,10 @@ class ResourceBudget(Strict):
     contract: ApiContract = Field(default_factory=ApiContract)
     reads: list[str] = Field(default_factory=list, description="tables as database.table")
     writes: list[str] = Field(default_factory=list, description="tables as database.table")
-
-
     slo: Slo | None = Field(default=None, description="availability/latency objectives (error budget)")
     resources: ResourceBudget | None = Field(default=None, description="memory/cpu budget per running version")
+
+
 # ---------------------------------------------------------------- databases
 
 

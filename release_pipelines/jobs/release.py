@@ -9,7 +9,6 @@ from dagster import (
     Config,
     DependencyDefinition,
     Failure,
-    GraphDefinition,
     In,
     JobDefinition,
     Nothing,
@@ -23,11 +22,10 @@ from pydantic import Field
 
 from release_pipelines.errors import ReleaseError
 from release_pipelines.jobs.common import (
-    TAG_KIND,
-    TAG_PRODUCT,
     actor_of,
     failing_clearly,
     op_name,
+    product_job,
     readiness_observation,
     release_log,
     service_materialization,
@@ -36,9 +34,9 @@ from release_pipelines.jobs.common import (
 )
 from release_pipelines.planner import ServiceChange, plan_release
 from release_pipelines.preflight import preflight_problems
-from release_pipelines.steps import blue_green as blue_green_steps
 from release_pipelines.product import Product
 from release_pipelines.states import ReleaseState
+from release_pipelines.steps import blue_green as blue_green_steps
 from release_pipelines.steps import gates as gate_steps
 from release_pipelines.steps import migrate as migrate_steps
 from release_pipelines.steps.deploy import apply_deploy
@@ -87,13 +85,13 @@ def _preflight_op(product: Product) -> OpDefinition:
         actor = actor_of(context)
         try:
             plan = plan_release(product.manifest, config.versions, current, config.allow_downgrade)
+            problems = preflight_problems(product, plan, break_glass_reason=config.break_glass_reason,
+                                          platform=services, metrics_provider=_metrics_provider(services))
             from release_pipelines.environments import (
                 entry_problems,  # environments: promoted, never re-chosen
             )
 
             problems += entry_problems(product, config.versions, book, actor)
-            problems = preflight_problems(product, plan, break_glass_reason=config.break_glass_reason,
-                                          platform=services, metrics_provider=_metrics_provider(services))
             if problems:
                 raise ReleaseError("preflight refused the release:\n" + "\n".join(f"  - {p}" for p in problems))
             release = book.start_release(
@@ -186,13 +184,13 @@ def _first_step_op(product: Product, upstream: list[str]) -> OpDefinition:
         Blue-green services (steps/blue_green.py) are gated and switched at once instead."""
         book = ledger.open()
         release = book.get(release_id)
+        ctx = step_context(context, product, book, release_id)
+        services = platform.for_product(product)
         with failing_clearly(ctx, "blue-green switch"):
             switched = blue_green_steps.apply(ctx, services, release)
         for service in switched:
             yield service_materialization(product, service, services.status(service), release_id,
                                           f"{release.versions[service]} switched to at once (blue-green)")
-        ctx = step_context(context, product, book, release_id)
-        services = platform.for_product(product)
         canaries = [s for s in release.versions if services.status(s).canary_version == release.versions[s]]
         weights = weights_for_step(product.manifest, canaries, 0)
         with failing_clearly(ctx, "first traffic step"):
@@ -248,11 +246,12 @@ def build_release_job(product: Product) -> JobDefinition:
     deps["start_canary"] = {"release_id": DependencyDefinition("preflight")} | {
         f"after_{u}": DependencyDefinition(u) for u in every
     }
-    graph = GraphDefinition(
-        name=f"{product.name}_release",
-        description=f"Release new versions of {product.name}: preflight, expand migrations and gates, "
+    return product_job(
+        product,
+        "release",
+        f"Release new versions of {product.name}: preflight, expand migrations and gates, "
         "canaries in dependency waves, first traffic step.",
-        node_defs=nodes,
-        dependencies=deps,
+        nodes,
+        deps,
+        "release",
     )
-    return graph.to_job(tags={TAG_PRODUCT: product.name, TAG_KIND: "release"})

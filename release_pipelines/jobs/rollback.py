@@ -8,7 +8,6 @@ from dagster import (
     Config,
     DependencyDefinition,
     Failure,
-    GraphDefinition,
     In,
     JobDefinition,
     Nothing,
@@ -16,16 +15,16 @@ from dagster import (
     OpExecutionContext,
     Out,
     Output,
+    in_process_executor,
     op,
 )
 from pydantic import Field
 
 from release_pipelines.errors import ReleaseError
 from release_pipelines.jobs.common import (
-    TAG_KIND,
-    TAG_PRODUCT,
     failing_clearly,
     op_name,
+    product_job,
     readiness_observation,
     release_log,
     service_materialization,
@@ -33,9 +32,9 @@ from release_pipelines.jobs.common import (
     tag_run,
 )
 from release_pipelines.jobs.promote import find_release
-from release_pipelines.steps import blue_green as blue_green_steps
 from release_pipelines.product import Product
 from release_pipelines.states import ReleaseState, can_roll_back
+from release_pipelines.steps import blue_green as blue_green_steps
 from release_pipelines.steps import migrate as migrate_steps
 from release_pipelines.steps.deploy import compensate_deploy
 from release_pipelines.steps.flags import set_flags
@@ -175,11 +174,13 @@ def build_rollback_job(product: Product) -> JobDefinition:
     deps["rollback_finish"] = {"release_id": DependencyDefinition("rollback_start")} | {
         f"after_{a}": DependencyDefinition(a) for a in every
     }
-    graph = GraphDefinition(
-        name=f"{product.name}_rollback",
-        description=f"Roll back the active {product.name} release: flags off, services in reverse "
+    return product_job(
+        product,
+        "rollback",
+        f"Roll back the active {product.name} release: flags off, services in reverse "
         "dependency order, then expand migrations as each database's rollback strategy says.",
-        node_defs=nodes,
-        dependencies=deps,
+        nodes,
+        deps,
+        "rollback",
+        executor_def=in_process_executor,  # one process: a rollback must not pay a process per step
     )
-    return graph.to_job(tags={TAG_PRODUCT: product.name, TAG_KIND: "rollback"})
