@@ -190,6 +190,7 @@ def demo() -> None:
 
 def _register_subcommands() -> None:
     """Commands whose modules live beside this one; each is a click command or group."""
+    from release_pipelines.cli_environments import environment_commands
     from release_pipelines.cli_governance import governance_commands
     from release_pipelines.cli_judge import judge_command
     from release_pipelines.cli_migrations import migrations_group
@@ -201,7 +202,7 @@ def _register_subcommands() -> None:
     main.add_command(launch_command, "launch")
     main.add_command(status_command, "status")
     main.add_command(rollback_command, "rollback")
-    for command in [*governance_commands, *observability_commands]:
+    for command in [*governance_commands, *observability_commands, *environment_commands]:
         main.add_command(command)
 
 
