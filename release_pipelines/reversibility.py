@@ -9,6 +9,7 @@ or runs them.
 from __future__ import annotations
 
 import ast
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,11 +61,18 @@ def _module_string(tree: ast.Module, name: str) -> str | None:
     return None
 
 
+# CPython 3.11's ast.parse is not safe from several threads at once ("SystemError: AST constructor
+# recursion depth mismatch"); concurrent launches in one process (threads) preflight at the same time.
+_PARSE_LOCK = threading.Lock()
+
+
 def analyze_revision_file(path: str | Path) -> Reversibility:
     """Whether one revision file's downgrade() does anything, with the reason when it does not."""
     path = Path(path)
     try:
-        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        source = path.read_text(encoding="utf-8")
+        with _PARSE_LOCK:
+            tree = ast.parse(source, filename=str(path))
     except SyntaxError as exc:
         return Reversibility(
             path.stem, str(path), False, f"cannot parse {path.name}: line {exc.lineno}: {exc.msg}"
