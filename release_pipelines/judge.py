@@ -107,7 +107,7 @@ class OverallVerdict:
 def judge_overall(
     metrics: Sequence[MetricVerdict], *, noncritical: NonCriticalPolicy = NonCriticalPolicy.warn
 ) -> OverallVerdict:
-    """Any critical FAIL fails; all settled (PASS, or tolerated FAIL) passes; else INCONCLUSIVE."""
+    """Any critical FAIL fails; every metric that could block PASSes -> pass; else INCONCLUSIVE."""
     metrics = tuple(metrics)
     if not metrics:
         return OverallVerdict(Verdict.inconclusive, "no metrics to judge", metrics)
@@ -118,14 +118,19 @@ def judge_overall(
     if blocking:
         names = ", ".join(m.name for m in blocking)
         return OverallVerdict(Verdict.failed, f"failed: {names}; {blocking[0].reason}", metrics)
-    waiting = [m for m in metrics if m.verdict is Verdict.inconclusive]
+    # Under `warn` a non-critical metric can never stop the release, so waiting for it would only
+    # delay a decision it cannot change: only metrics that could block are waited for.
+    can_block = [m for m in metrics if m.critical or noncritical is NonCriticalPolicy.fail]
+    waiting = [m for m in can_block if m.verdict is Verdict.inconclusive]
     if waiting:
         names = ", ".join(m.name for m in waiting)
         return OverallVerdict(Verdict.inconclusive, f"waiting for evidence on {names} ({waiting[0].reason})", metrics)
-    tolerated = [m.name for m in metrics if m.verdict is Verdict.failed]
+    if not can_block:
+        return OverallVerdict(Verdict.inconclusive, "no critical metric to decide on", metrics)
+    unsettled = [m.name for m in metrics if m.verdict is not Verdict.passed]
     reason = "all metrics passed"
-    if tolerated:
-        reason = f"critical metrics passed; failing non-critical (warning): {', '.join(tolerated)}"
+    if unsettled:
+        reason = f"critical metrics passed; non-critical failing or undecided (warning only): {', '.join(unsettled)}"
     return OverallVerdict(Verdict.passed, reason, metrics)
 
 

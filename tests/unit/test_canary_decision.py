@@ -104,7 +104,7 @@ CASES = [
      f"orders: no evidence ({DOWN})"),
     ("all-unavailable-waits", [], {"catalog": DOWN, "orders": DOWN}, 60, I, "evidence", "no evidence"),
     ("no-data-reads-wait", [ServiceSeries("catalog", NO_DATA, NO_DATA)], {}, 60, I, "evidence",
-     "catalog: waiting for evidence on error_rate, latency"),
+     "catalog: waiting for evidence on error_rate"),
     ("too-little-data-waits", [thin("catalog")], {}, 299, I, "evidence", "waiting for evidence"),
     # deadline: the smallest deadline among the waiting services decides, with that service's policy
     ("deadline-rollback", [thin("catalog")], {}, 300, F, "deadline", "on_deadline=rollback"),

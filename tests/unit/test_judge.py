@@ -277,7 +277,8 @@ P, F, I = Verdict.passed, Verdict.failed, Verdict.inconclusive
         ([(P, True), (F, False)], NonCriticalPolicy.warn, P),  # warning only
         ([(P, True), (F, False)], NonCriticalPolicy.fail, F),
         ([(I, True), (F, False)], NonCriticalPolicy.warn, I),
-        ([(P, True), (I, False)], NonCriticalPolicy.warn, I),  # all must be settled to pass
+        ([(P, True), (I, False)], NonCriticalPolicy.warn, P),  # a warn-only metric is not waited for
+        ([(P, True), (I, False)], NonCriticalPolicy.fail, I),  # one that can fail the release is
         ([(I, True), (P, False)], NonCriticalPolicy.warn, I),
         ([], NonCriticalPolicy.warn, I),
     ],
