@@ -212,16 +212,15 @@ def launch_command(manifest: Path, versions: tuple[str, ...], allow_downgrade: b
 @click.command("rollback")
 @click.argument("release_id")
 @click.option("--reason", default="requested from the CLI", show_default=True)
-@click.option("--in-process", is_flag=True, help="run every step in the run's own process")
 @server_options
 @clear_errors
-def rollback_command(release_id: str, reason: str, in_process: bool, host: str, port: int, workspace: Path,
+def rollback_command(release_id: str, reason: str, host: str, port: int, workspace: Path,
                      location: str | None) -> None:
-    """Launch <product>_rollback for a release on a running webserver; print the run id."""
+    """Launch <product>_rollback for a release on a running webserver; print the run id.
+    (The rollback job always runs its steps in one process.)"""
     release = _ledger().get(release_id)
     job = f"{release.product}_rollback"
     config = {"ops": {"rollback_start": {"config": {"release_id": release.id, "reason": reason}}}}
-    config |= IN_PROCESS if in_process else {}
     run_id = submit(host, port, job, config, {"release/actor": settings.identity()},
                     _resolve_location(location, workspace))
     err_console.print(f"[green]launched[/] {job} for {release.id} (now {release.state.value}): run {run_id}",

@@ -62,12 +62,6 @@ def _second_product(text: str) -> str:
     return text
 
 
-@pytest.mark.xfail(
-    reason="known: ops of several jobs (approve, contract_migrations, ...) are not named per product, so two "
-    "products in one code location clash ('Op/Graph definition names must be unique within a repository'); "
-    "the component's shared resources already merge",
-    raises=dg.DagsterInvalidDefinitionError, strict=False,
-)
 def test_two_products_in_one_project_merge(tmp_path):
     project = tmp_path / "two_products"
     package = project / "src" / "two_products_pkg"

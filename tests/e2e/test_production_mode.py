@@ -251,7 +251,7 @@ def test_second_release_is_queued_then_refused_and_canary_promoted(prod: Prod):
         assert state not in ("rolled_back", "failed"), f"the good release ended {state}"
         assert any("step" in (t["skipReason"] or "") for t in ticks), FIGURES["good_release_last_ticks"]
         rollback = prod.cli("rollback", release.id, "--reason", "e2e: judge did not pass within the test budget",
-                            "--in-process", "--port", str(prod.servers.port))
+                            "--port", str(prod.servers.port))
         assert rollback.returncode == 0, rollback.stderr
         assert prod.wait_run(rollback.stdout.strip().splitlines()[-1]) == "SUCCESS"
         assert prod.wait_state(release.id, {"rolled_back"}, 30) == "rolled_back"
