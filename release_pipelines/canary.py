@@ -22,9 +22,9 @@ from release_pipelines.judge import (
     judge_overall,
     judge_resource,
 )
-from release_pipelines.judge_errors import Bucket, judge_errors
+from release_pipelines.judge_errors import Bucket, judge_against_reference, judge_errors
 from release_pipelines.judge_latency import HistogramLook, judge_latency_histograms
-from release_pipelines.manifest import Manifest, MetricKind
+from release_pipelines.manifest import Direction, Manifest, MetricKind
 
 # One tick's cumulative counts for one version: [requests, errors, [[le, count], ...]].
 Counts = list[Any]
@@ -139,3 +139,75 @@ def decide(
     pending = OverallVerdict(Verdict.inconclusive, "; ".join(waiting), ())
     final = apply_deadline(pending, elapsed_seconds=elapsed_seconds, deadline_seconds=deadline, on_deadline=policy)
     return CanaryDecision(final.verdict, final.reason, verdicts, final.decided_by)
+
+
+# --- bake: after 100 %, the new stable version against the reference the canary steps left ----
+
+BAKE = "bake"
+
+
+def series_totals(series: Sequence[Counts]) -> tuple[int, int]:
+    """(requests, errors) between the first and the last cumulative read (resets count from zero)."""
+    buckets = _buckets(series)
+    return sum(b.requests for b in buckets), sum(b.errors for b in buckets)
+
+
+def carry_cursor(cursor: Mapping[str, Any] | None, key: str) -> dict[str, Any]:
+    """The sensor's cursor for `key` (`<release>:<step>` or `<release>:bake`).
+
+    The same key keeps the cursor. A new key of the same release starts an empty series but
+    keeps `reference`: per service, the baseline's (requests, errors) over the last judged
+    canary step that had baseline traffic - what the bake compares the new version against.
+    A key of another release (or no cursor) starts without reference.
+    """
+    if cursor and cursor.get("key") == key:
+        return dict(cursor)
+    fresh: dict[str, Any] = {"key": key, "series": {}, "reference": {}}
+    if not cursor or not cursor.get("key"):
+        return fresh
+    release, _ = key.rsplit(":", 1)
+    old_release, old_step = str(cursor["key"]).rsplit(":", 1)
+    if old_release != release:
+        return fresh
+    reference = {s: dict(r) for s, r in (cursor.get("reference") or {}).items()}
+    if old_step != BAKE:
+        for service, entry in (cursor.get("series") or {}).items():
+            requests, errors = series_totals(entry.get("baseline") or [])
+            if requests > 0:
+                reference[service] = {"requests": requests, "errors": errors}
+    fresh["reference"] = reference
+    return fresh
+
+
+def judge_bake_service(manifest: Manifest, service: str, series: Sequence[Counts],
+                       reference: Mapping[str, int] | None) -> OverallVerdict:
+    """The service's error metrics over the bake so far (`series`: the new stable version's
+    cumulative reads since bake start) against its reference (None: the absolute margin only).
+    Metrics judged for a decrease, and latency/resource metrics, are not judged during bake."""
+    analysis = manifest.service(service).canary.analysis
+    requests, errors = series_totals(series)
+    ref_n, ref_k = (int(reference["requests"]), int(reference["errors"])) if reference else (0, 0)
+    verdicts = []
+    for metric in analysis.metrics:
+        if metric.kind is not MetricKind.errors or metric.direction is Direction.decrease:
+            continue
+        options = {k: v for k, v in (("tolerance", metric.tolerance), ("absolute_margin", metric.absolute_margin))
+                   if v is not None}
+        verdicts.append(judge_against_reference(requests, errors, ref_n, ref_k, alpha=analysis.alpha,
+                                                name=metric.name, critical=metric.critical, **options))
+    if not verdicts:
+        return OverallVerdict(Verdict.inconclusive, "no error metric to watch during bake", ())
+    return judge_overall(verdicts)
+
+
+def decide_bake(manifest: Manifest, series: Mapping[str, Sequence[Counts]],
+                references: Mapping[str, Mapping[str, int]], *, unavailable: Mapping[str, str]) -> CanaryDecision:
+    """FAIL when any service regressed during bake; otherwise wait (the bake ends by time)."""
+    verdicts = {s: judge_bake_service(manifest, s, reads, references.get(s)) for s, reads in series.items()}
+    failed = {name: v for name, v in verdicts.items() if v.verdict is Verdict.failed}
+    if failed:
+        name, verdict = next(iter(failed.items()))
+        return CanaryDecision(Verdict.failed, f"{name}: {verdict.reason}", verdicts)
+    watching = [f"{name}: {v.reason}" for name, v in verdicts.items()]
+    watching += [f"{name}: no evidence ({why})" for name, why in unavailable.items()]
+    return CanaryDecision(Verdict.inconclusive, "; ".join(watching) or "nothing to watch", verdicts)

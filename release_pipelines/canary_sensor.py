@@ -3,6 +3,11 @@
 The metric series lives in the sensor's cursor (Dagster stores it durably), keyed by release and
 step, so a restarted daemon carries on judging the same evidence. Run keys are
 (release, step, decision): a decision is acted on once, however many ticks see it.
+
+After 100 % the release bakes: the sensor keeps judging the new stable versions for the
+manifest's `bake_seconds` against the reference the last judged canary step left in the cursor
+(the old stable version's errors over that step; `canary.carry_cursor`) and requests the rollback
+(run key `<release>:bake:rollback`) on a regression (`judge_errors.judge_against_reference`).
 """
 
 import json
@@ -23,7 +28,15 @@ from dagster import (
 
 from release_pipelines.approvals import missing_approvals
 from release_pipelines.budgets import budget_status, slow_requests
-from release_pipelines.canary import ServiceSeries, append_read, decide
+from release_pipelines.canary import (
+    BAKE,
+    CanaryDecision,
+    ServiceSeries,
+    append_read,
+    carry_cursor,
+    decide,
+    decide_bake,
+)
 from release_pipelines.jobs.common import TAG_PRODUCT, TAG_RELEASE, error_budget_observation
 from release_pipelines.jobs.promote import bake_remaining
 from release_pipelines.judge import Verdict
@@ -63,6 +76,70 @@ def resources_of(entry: dict) -> dict[str, tuple[list[float], list[float]]]:
     return {kind: (pair[0], pair[1]) for kind, pair in entry.get("resources", {}).items()}
 
 
+def bake_observations(release_id: str, decision: CanaryDecision) -> list[AssetObservation]:
+    return [
+        AssetObservation(
+            asset_key=AssetKey(["services", service]),
+            description=verdict.reason,
+            metadata={
+                "release_id": release_id,
+                "phase": BAKE,
+                "verdict": verdict.verdict.value,
+                "reason": MetadataValue.md(f"**{verdict.verdict.value}**: {verdict.reason}"),
+                **{
+                    f"{m.name}_{field}": float(value)
+                    for m in verdict.metrics
+                    for field, value in (("bake_rate", m.details.get("bake_rate")), ("bake_n", m.canary_n),
+                                         ("reference_n", m.baseline_n), ("bar", m.details.get("bar")))
+                    if value is not None
+                },
+            },
+        )
+        for service, verdict in decision.services.items()
+    ]
+
+
+def judge_bake(context, product: Product, book, platform, metrics, rollback_job: JobDefinition, release, tags,
+               left: float):
+    """During bake, judge the new stable versions against the reference the canary steps left in
+    the cursor (`canary.carry_cursor`); a regression requests the rollback (run key
+    `<release>:bake:rollback`). The expanded schema stays: it is backward compatible."""
+    services = platform.for_product(product)
+    promoted = {s: v for s, v in release.versions.items() if services.status(s).stable_version == v}
+    key = f"{release.id}:{BAKE}"
+    cursor = carry_cursor(json.loads(context.cursor) if context.cursor else None, key)
+    if not promoted:
+        context.update_cursor(json.dumps(cursor))
+        return SkipReason(f"release {release.id} baking: {left:.0f} s left; no new version is stable")
+    provider = metrics.provider(services)
+    unavailable: dict[str, str] = {}
+    for service, version in promoted.items():
+        try:
+            snap = provider.snapshot(service, version, "")
+        except MetricsUnavailable as exc:
+            unavailable[service] = str(exc)
+            continue
+        if snap.stable is None:
+            unavailable[service] = f"no series for {version} yet"
+            continue
+        entry = cursor["series"].setdefault(service, {"stable": []})
+        read = [snap.stable.requests, snap.stable.errors, [list(b) for b in snap.stable.latency_buckets]]
+        entry["stable"] = (entry["stable"] + [read])[-MAX_SERIES:]
+    context.update_cursor(json.dumps(cursor))
+    series = {s: e["stable"] for s, e in cursor["series"].items() if s in promoted}
+    decision = decide_bake(product.manifest, series, cursor.get("reference") or {}, unavailable=unavailable)
+    observations = bake_observations(release.id, decision)
+    if decision.verdict is Verdict.failed:
+        book.record(release.id, "verdict", "canary-sensor", payload={
+            "step": BAKE, "verdict": "fail", "reason": decision.reason, "decided_by": decision.decided_by})
+        request = RunRequest(run_key=f"{key}:rollback", job_name=rollback_job.name, tags=tags, run_config={
+            "ops": {"rollback_start": {"config": {
+                "release_id": release.id, "reason": f"regression during bake: {decision.reason}"[:900]}}}})
+        return SensorResult(run_requests=[request], asset_events=observations)
+    return SensorResult(skip_reason=SkipReason(f"release {release.id} baking: {left:.0f} s left; {decision.reason}"),
+                        asset_events=observations)
+
+
 def build_canary_sensor(product: Product, promote_job: JobDefinition, rollback_job: JobDefinition):
     manifest = product.manifest
     interval = int(min(s.canary.analysis.interval_seconds for s in manifest.services))
@@ -88,7 +165,7 @@ def build_canary_sensor(product: Product, promote_job: JobDefinition, rollback_j
         if release.state == ReleaseState.BAKING:
             left = bake_remaining(product, release, datetime.now(UTC))
             if left > 0:
-                return SkipReason(f"release {release.id} baking: {left:.0f} s left")
+                return judge_bake(context, product, book, platform, metrics, rollback_job, release, tags, left)
             pending = contract_pending(product, release.versions)
             if pending:
                 waiting = missing_approvals(manifest, book, release, ApprovalPhase.contract)
@@ -107,9 +184,7 @@ def build_canary_sensor(product: Product, promote_job: JobDefinition, rollback_j
         if not canaries:
             return SkipReason(f"release {release.id}: no canary is running (a promote or rollback is under way)")
         key = f"{release.id}:{step}"
-        cursor = json.loads(context.cursor) if context.cursor else {}
-        if cursor.get("key") != key:
-            cursor = {"key": key, "series": {}}
+        cursor = carry_cursor(json.loads(context.cursor) if context.cursor else None, key)
         provider = metrics.provider(services)
         unavailable: dict[str, str] = {}
         budget_events = []

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from itertools import pairwise
 from typing import Any
 
@@ -271,3 +272,83 @@ def judge_errors(
     details["absolute_margin"] = absolute_margin
     return MetricVerdict(verdict=verdict, reason=reason, effect=None if np.isnan(ratio) else ratio,
                          interval=(lower, upper), e_value=e_value, details=details, **common)
+
+
+@lru_cache(maxsize=256)
+def _reference_upper(n: int, k: int, alpha: float) -> float:
+    """The reference does not change during a bake: its bound is computed once per tick stream."""
+    return rate_bounds(n, k, alpha)[1]
+
+
+def judge_against_reference(
+    requests: int,
+    errors: int,
+    reference_requests: int,
+    reference_errors: int,
+    *,
+    alpha: float = 0.05,
+    tolerance: float = 1.25,
+    absolute_margin: float = 0.01,
+    name: str = "error_rate",
+    critical: bool = True,
+) -> MetricVerdict:
+    """One-sample bake rule: the new stable version's errors against a fixed reference rate.
+
+    During bake nothing else runs beside the new version, so it is judged against what the old
+    stable version did during the last judged canary step (`reference_*`: its requests and
+    errors over that step; 0 requests = no reference).
+
+    Rule (conservative; FAIL or INCONCLUSIVE, never PASS - the bake ends by time):
+        FAIL when  lower(new, alpha/2) > max(upper(ref, alpha/2) * tolerance,
+                                             upper(ref, alpha/2) + absolute_margin)
+    with `rate_bounds` (anytime-valid beta-binomial confidence sequences). The reference's own
+    uncertainty enters through its upper bound. Without a reference the bar is `absolute_margin`
+    alone (0 then turns the rule off). Guarantee: if the new rate p is no regression - p <=
+    max(tolerance * p_ref, p_ref + absolute_margin) - a FAIL needs the new version's lower bound
+    above p or the reference's upper bound below p_ref; each happens with probability <= alpha/2
+    (the first at any time, however often one looks), so the false-FAIL rate is <= alpha.
+
+    The new version's bound is computed only when its observed rate is above the bar: the
+    observed rate always lies inside the confidence sequence, so below the bar it cannot FAIL.
+    """
+    for label, n, k in (("new version", requests, errors), ("reference", reference_requests, reference_errors)):
+        if n < 0 or k < 0 or k > n:
+            raise ValueError(f"{label}: need 0 <= errors <= requests, got {k} errors in {n} requests")
+    common: dict[str, Any] = {
+        "name": name, "kind": MetricKind.errors, "direction": Direction.increase, "critical": critical,
+        "alpha": alpha, "baseline_n": reference_requests, "canary_n": requests,
+        "effect_name": "bake error rate / reference rate",
+        "interval_name": f"{1 - alpha / 2:.1%} confidence sequence on the bake error rate",
+    }
+    has_reference = reference_requests > 0
+    if has_reference:
+        ref_rate = reference_errors / reference_requests
+        ref_upper = _reference_upper(reference_requests, reference_errors, alpha / 2)
+        bar = max(ref_upper * tolerance, ref_upper + absolute_margin)
+        against = (f"reference {ref_rate:.2%} ({reference_errors}/{reference_requests}, upper bound "
+                   f"{ref_upper:.2%}): bar max({tolerance:g}x, +{absolute_margin:.2%}) = {bar:.2%}")
+    else:
+        ref_rate, ref_upper, bar = float("nan"), float("nan"), absolute_margin
+        against = f"no reference: bar is the absolute margin {absolute_margin:.2%}"
+    details = {"bake_errors": errors, "bake_requests": requests, "reference_errors": reference_errors,
+               "reference_requests": reference_requests, "reference_upper": ref_upper, "bar": bar,
+               "tolerance": tolerance, "absolute_margin": absolute_margin}
+    if not has_reference and absolute_margin <= 0:
+        return MetricVerdict(verdict=Verdict.inconclusive, details=details, reason=(
+            "no reference and no absolute margin: nothing to judge the bake against"), **common)
+    if requests == 0:
+        return MetricVerdict(verdict=Verdict.inconclusive, details=details,
+                             reason=f"no requests on the new version yet; {against}", **common)
+    rate = errors / requests
+    effect = rate / ref_rate if has_reference and ref_rate > 0 else None
+    details["bake_rate"] = rate
+    if rate <= bar:
+        return MetricVerdict(verdict=Verdict.inconclusive, effect=effect, details=details, reason=(
+            f"bake error rate {rate:.2%} ({errors}/{requests}) is not above the bar; {against}"), **common)
+    lower, upper = rate_bounds(requests, errors, alpha / 2)
+    details["bake_lower"] = lower
+    verdict = Verdict.failed if lower > bar else Verdict.inconclusive
+    outcome = "regression" if verdict is Verdict.failed else "not enough evidence yet"
+    return MetricVerdict(verdict=verdict, effect=effect, interval=(lower, upper), details=details, reason=(
+        f"bake error rate {rate:.2%} ({errors}/{requests}), at least {lower:.2%} "
+        f"({1 - alpha / 2:.1%} CS); {against}: {outcome}"), **common)
