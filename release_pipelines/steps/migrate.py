@@ -134,6 +134,14 @@ def compensate(ctx: StepContext, database_name: str) -> Iterator[Any]:
         return
     target = started[0].payload.get("from_revision")
     database = ctx.product.manifest.database(database_name)
+    events = ctx.ledger.events(ctx.release_id)
+    if any(e.kind == "state:baking" for e in events):
+        # Rolled back after promotion (a regression during bake): the new version has been writing
+        # through the expanded schema; it is backward compatible, so schema and data stay.
+        ctx.record("revert:schema-kept", database=database_name, reason="rollback after promotion")
+        ctx.log(f"{database_name}: schema and data kept - the release was promoted, and its expand "
+                "revisions are backward compatible with the version being restored")
+        return
     if database.rollback is RollbackStrategy.snapshot:
         yield from _restore_snapshots(ctx, database_name)
         return

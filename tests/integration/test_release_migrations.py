@@ -188,3 +188,21 @@ def test_backfill_progress_reaches_the_ledger_and_the_run_log(monkeypatch, tmp_p
         assert any("backfill shop_db/0002_order_totals: 2500/2500 rows (100%)" in m for m in logs)
     finally:
         shop.stop()
+
+
+def test_rollback_after_promotion_keeps_the_expanded_schema(staged) -> None:
+    """A regression found during bake rolls back the services only: the new version has been
+    writing through the expanded schema, which the old version can use."""
+    from tests.release_harness import promote_config
+
+    shop = staged
+    assert shop.run("release", release_config({"orders": "1.1.0"})).success
+    release = shop.active()
+    for _ in range(2):
+        assert shop.run("promote", promote_config()).success
+    assert shop.ledger.get(release.id).state is ReleaseState.BAKING
+    assert shop.run("rollback", rollback_config(release.id, "regression during bake")).success
+    assert shop.ledger.get(release.id).state is ReleaseState.ROLLED_BACK
+    assert shop.stable("orders") == "1.0.0"
+    assert revision(shop) == "0005_currency_not_null"
+    assert "revert:schema-kept" in [e.kind for e in shop.ledger.events(release.id)]
