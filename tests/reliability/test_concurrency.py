@@ -15,10 +15,9 @@ import pytest
 from dagster import DagsterInstance
 
 from release_pipelines import settings
-from release_pipelines.definitions import build_definitions
 from release_pipelines.states import ReleaseState
 from resources.dagster_resources import LedgerResource, PlatformResource
-from tests.release_harness import EXAMPLE, QUIET, ROOT, Shop, processes_under, release_config
+from tests.release_harness import EXAMPLE, QUIET, Shop, processes_under, release_config
 
 pytestmark = pytest.mark.postgres
 

@@ -11,7 +11,6 @@ import shutil
 import socket
 import uuid
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
