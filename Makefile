@@ -20,7 +20,7 @@ test: $(STAMP)
 	$(BIN)/python -m tests.setup_services
 	$(BIN)/python -m pytest
 
-## Unit tests only: the pure core, in seconds.
+## Unit tests only: the pure core and the CLI, about a minute.
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest tests/unit -q
 
