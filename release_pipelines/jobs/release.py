@@ -4,6 +4,7 @@ Nothing moves traffic until every gate has passed; a failed op fails the run, an
 sensor launches the rollback job.
 """
 
+import os
 
 from dagster import (
     Config,
@@ -20,6 +21,7 @@ from dagster import (
 )
 from pydantic import Field
 
+from release_pipelines.environments import entry_problems
 from release_pipelines.errors import ReleaseError
 from release_pipelines.jobs.common import (
     actor_of,
@@ -60,8 +62,6 @@ class ReleaseConfig(Config):
 def _metrics_provider(services):
     """Where the stable versions' counters are read for the error-budget check (as the sensor does);
     built here rather than required as a resource, so jobs built without `metrics` still run."""
-    import os
-
     return MetricsResource(prometheus_url=os.environ.get("RELEASE_PROMETHEUS_URL", "")).provider(services)
 
 
@@ -87,11 +87,7 @@ def _preflight_op(product: Product) -> OpDefinition:
             plan = plan_release(product.manifest, config.versions, current, config.allow_downgrade)
             problems = preflight_problems(product, plan, break_glass_reason=config.break_glass_reason,
                                           platform=services, metrics_provider=_metrics_provider(services))
-            from release_pipelines.environments import (
-                entry_problems,  # environments: promoted, never re-chosen
-            )
-
-            problems += entry_problems(product, config.versions, book, actor)
+            problems += entry_problems(product, config.versions, book, actor)  # promoted, never re-chosen
             if problems:
                 raise ReleaseError("preflight refused the release:\n" + "\n".join(f"  - {p}" for p in problems))
             release = book.start_release(
