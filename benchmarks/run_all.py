@@ -15,7 +15,8 @@ import time
 
 from benchmarks.common import ROOT, machine
 
-BENCHMARKS = ("orchestration_overhead", "online_migration", "gate_cost", "sensor_tick", "judge_quality")
+BENCHMARKS = ("orchestration_overhead", "online_migration", "gate_cost", "sensor_tick", "judge_quality",
+              "time_to_safety")
 
 
 def main() -> int:
