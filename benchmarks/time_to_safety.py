@@ -246,7 +246,7 @@ def kayenta_replay(rows: np.ndarray) -> dict:
     deltas = np.diff(rows, axis=0)
     keep = (deltas[:, 1] > 0) & (deltas[:, 3] > 0)
     d = deltas[keep]
-    points = int(len(d))
+    points = len(d)
     if points < 2:
         return {"points": points, "verdict": "NoData/fail", "fails": True, "first_fail_look": None}
     canary_rate, stable_rate = d[:, 2] / d[:, 1], d[:, 4] / d[:, 3]
