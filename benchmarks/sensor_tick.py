@@ -39,7 +39,7 @@ MANIFEST = """\
 product: {product}
 platform: local
 services:
-  - name: svc
+  - name: {product}-svc
     deploy:
       local:
         command: ["{{python}}", "-c", "pass", "{{port}}"]
@@ -47,6 +47,11 @@ services:
       steps: [10, 50, 100]
       analysis: {{interval_seconds: 5, deadline_seconds: 300}}
 """
+
+
+def service_of(product: str) -> str:
+    """Service names must be unique across the products of one code location."""
+    return f"{product}-svc"
 
 
 # ------------------------------------------------------------------ the metrics server (child process)
@@ -127,13 +132,13 @@ def prepare(root: Path, products: int, ports: list[int]) -> list[str]:
         folder.mkdir(parents=True)
         (folder / "release.yaml").write_text(MANIFEST.format(product=name))
         with StateFile(settings.platform_state_dir(name) / "platform.json").update() as doc:
-            doc["services"] = {"svc": {
+            doc["services"] = {service_of(name): {
                 "router": {"version": "router", "port": port, **me},
                 "stable": {"version": "1.0.0", "port": port, **me},
                 "canary": {"version": "1.1.0", "port": port, **me},
                 "weight": 10, "retiring": [],
             }}
-        release = ledger.start_release(name, {"svc": "1.1.0"}, {"svc": "1.0.0"}, "bench")
+        release = ledger.start_release(name, {service_of(name): "1.1.0"}, {service_of(name): "1.0.0"}, "bench")
         ledger.transition(release.id, ReleaseState.PREFLIGHT, "bench")
         ledger.transition(release.id, ReleaseState.EXPANDING, "bench")
         ledger.transition(release.id, ReleaseState.CANARY, "bench", canary_step=0)
@@ -250,13 +255,14 @@ def _breakdown(defs, name: str, cursor, instance) -> dict[str, float]:
         return value
 
     release = clock("ledger: active release", lambda: book.active_release(name))
-    clock("platform: status (state file + psutil)", lambda: platform.status("svc"))
-    clock("metrics: HTTP scrape + parse (httpx.get per call)", lambda: provider.snapshot("svc", "1.0.0", "1.1.0"))
+    clock("platform: status (state file + psutil)", lambda: platform.status(service_of(name)))
+    clock("metrics: HTTP scrape + parse (httpx.get per call)",
+          lambda: provider.snapshot(service_of(name), "1.0.0", "1.1.0"))
     import httpx
 
     from resources.router_metrics import parse_router_metrics
 
-    endpoint = platform.status("svc").endpoint
+    endpoint = platform.status(service_of(name)).endpoint
     with httpx.Client(timeout=2.0) as client:
         clock("  the same with one shared httpx.Client (suggested fix)",
               lambda: parse_router_metrics(client.get(f"{endpoint}/_router/metrics").text))
