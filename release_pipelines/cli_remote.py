@@ -161,16 +161,10 @@ def _resolve_location(location: str | None, workspace: Path) -> str | None:
 # -- commands -------------------------------------------------------------------------------------
 
 
-def _assignments(pairs: tuple[str, ...]) -> dict[str, str]:
-    result: dict[str, str] = {}
-    for pair in pairs:
-        name, sep, value = pair.partition("=")
-        if not sep or not name or not value:
-            raise ReleaseError(f"--version {pair!r}: expected SERVICE=VERSION, e.g. --version orders=1.4.0")
-        if name in result:
-            raise ReleaseError(f"--version: service {name!r} given twice")
-        result[name] = value
-    return result
+def _versions(pairs: tuple[str, ...]) -> dict[str, str]:
+    from release_pipelines.cli import parse_assignments  # the CLI's one parser of SERVICE=VERSION
+
+    return parse_assignments(pairs, "--version")
 
 
 @click.command("launch")
@@ -190,7 +184,7 @@ def launch_command(manifest: Path, versions: tuple[str, ...], allow_downgrade: b
     from release_pipelines.manifest_loader import load_manifest
 
     loaded = load_manifest(manifest)
-    wanted = _assignments(versions)
+    wanted = _versions(versions)
     unknown = sorted(set(wanted) - {s.name for s in loaded.services})
     if unknown:
         raise ReleaseError(f"{manifest}: no service named {', '.join(unknown)} in product {loaded.product}")

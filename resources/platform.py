@@ -22,12 +22,13 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from release_pipelines.errors import ReleaseError
+from release_pipelines.planner import VERSION_PATTERN as PLANNER_VERSION_PATTERN
 
 Log = Callable[[str], None]
 
 # Versions end up in argv, file names and URLs: letters, digits, ".", "_", "+", "-", and never a
 # leading "-" (that would read as an option to helm or kubectl).
-VERSION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$"
+VERSION_PATTERN = PLANNER_VERSION_PATTERN.pattern  # one rule for versions, from the planner
 
 
 def quiet(_message: str) -> None:
