@@ -24,6 +24,11 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest tests/unit -q
 
+## The layer contracts (import-linter, pyproject.toml) on the package as installed; also a unit test.
+lint: $(STAMP)
+	$(BIN)/python -m tools.lint_imports
+	$(BIN)/ruff check release_pipelines assets resources
+
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run_all
 

@@ -1,4 +1,4 @@
-"""Gate verdicts as Dagster asset checks on the table assets (thin glue over `assets.gates`).
+"""Gate verdicts as Dagster asset checks on the table assets (thin glue over `release_pipelines.assets.gates`).
 
 Checks on external assets cannot block anything Dagster computes, so these are non-blocking and
 run through `checks_job`, an asset job that selects only the checks: launch it from the UI, a
@@ -26,15 +26,25 @@ from dagster import (
     define_asset_job,
     multi_asset_check,
 )
+from release_pipelines.assets.gates import (
+    GateResult,
+    constraint_validity,
+    failed_gate,
+    schema_contract,
+)
+from release_pipelines.assets.great_expectations import (
+    SuiteFileError,
+    read_suite,
+    run_suite,
+    suite_check_name,
+)
+from release_pipelines.assets.tables import TableAssetTranslator, dagster_name, table_key
+from release_pipelines.resources.database_url import redact, resolve_url
 from sqlalchemy import create_engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from assets.gates import GateResult, constraint_validity, failed_gate, schema_contract
-from assets.great_expectations import SuiteFileError, read_suite, run_suite, suite_check_name
-from assets.tables import TableAssetTranslator, dagster_name, table_key
-from release_pipelines.errors import ReleaseError
-from release_pipelines.manifest import Database, Manifest, Table
-from resources.database_url import redact, resolve_url
+from release_pipelines.core.errors import ReleaseError
+from release_pipelines.core.manifest import Database, Manifest, Table
 
 if TYPE_CHECKING:  # what define_asset_job returns; dagster does not export the name
     from dagster._core.definitions.unresolved_asset_job_definition import (

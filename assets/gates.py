@@ -17,7 +17,7 @@ from sqlalchemy import func, inspect, select, text
 from sqlalchemy import table as sql_table
 from sqlalchemy.engine import Engine
 
-from release_pipelines.manifest import Table
+from release_pipelines.core.manifest import Table
 
 Severity = Literal["error", "warn"]
 

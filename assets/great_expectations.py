@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from release_pipelines.assets.gates import GateResult, failed_gate, severity_for, sqlite_schema
+from release_pipelines.resources.database_url import normalize_url, redact
 from sqlalchemy import create_engine, inspect
 from sqlalchemy.exc import SQLAlchemyError
 
-from assets.gates import GateResult, failed_gate, severity_for, sqlite_schema
-from release_pipelines.errors import ReleaseError
-from resources.database_url import normalize_url, redact
+from release_pipelines.core.errors import ReleaseError
 
 SAMPLE_SIZE = 5
 
@@ -117,6 +117,7 @@ def run_suite(
 
 
 def _validate(url: str, is_sqlite: bool, schema: str, table: str, suite: SuiteFile) -> Any:
+    # lazy: Great Expectations costs ~3 s and ~240 MB; only a gate that validates pays for it
     import great_expectations as gx
     from great_expectations.core import ExpectationSuite
     from great_expectations.data_context.types.base import ProgressBarsConfig

@@ -21,12 +21,12 @@ from dagster import (
     TableColumn,
     TableSchema,
 )
+from release_pipelines.resources.database_url import resolve_url
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from release_pipelines.errors import ReleaseError
-from release_pipelines.manifest import Database, Manifest, Service, Table
-from resources.database_url import resolve_url
+from release_pipelines.core.errors import ReleaseError
+from release_pipelines.core.manifest import Database, Manifest, Service, Table
 
 TableRef = tuple[str, str]  # (database, table) as written in a service's reads / writes
 

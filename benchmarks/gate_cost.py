@@ -7,7 +7,7 @@ not null x2, unique, between, in set - the format of examples/shop/expectations/
 The hand-written scan: one catalog query for the columns plus one SELECT with count(*),
 count(DISTINCT id) and FILTER counts for the four other expectations.
 
-Load: `python -c "import release_pipelines.definitions"` against the same plus
+Load: `python -c "import release_pipelines.code_location"` against the same plus
 `import great_expectations`, each in fresh interpreters.
 
     python -m benchmarks.gate_cost [--quick]
@@ -73,9 +73,15 @@ def build(url: str, rows: int) -> None:
 
 def run_gates(url: str, suite_path: Path, rows_before: int) -> tuple[float, float]:
     """Seconds of (schema contract + constraint validity + row conservation, the GE suite)."""
-    from assets.gates import constraint_validity, count_rows, row_conservation, schema_contract
-    from assets.great_expectations import run_suite
-    from release_pipelines.manifest import Table
+    from release_pipelines.assets.gates import (
+        constraint_validity,
+        count_rows,
+        row_conservation,
+        schema_contract,
+    )
+    from release_pipelines.assets.great_expectations import run_suite
+
+    from release_pipelines.core.manifest import Table
 
     spec = Table(name="orders", columns=COLUMNS)
     start = time.perf_counter()
@@ -154,19 +160,19 @@ def main() -> None:
         ["  of which the GE suite", f"{s:.3f}", f"{s / h:.1f}x"],
         ["  schema contract + constraints + row count", f"{r:.3f}", f"{r / h:.1f}x"],
     ] + ([["all gates, first call in the process (GE import)", f"{cold:.3f}", f"{cold / h:.1f}x"]] if cold else [])))
-    probe_code = "import sys, release_pipelines.definitions; print('great_expectations' in sys.modules)"
+    probe_code = "import sys, release_pipelines.orchestration.definitions; print('great_expectations' in sys.modules)"
     probe = subprocess.run([sys.executable, "-c", probe_code],
                            cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
     ge_in_load = probe == "True"
     plain, with_ge = [], []
     for _ in range(load_runs):
-        plain.append(fresh("import release_pipelines.definitions"))
-        with_ge.append(fresh("import release_pipelines.definitions; import great_expectations"))
+        plain.append(fresh("import release_pipelines.code_location"))
+        with_ge.append(fresh("import release_pipelines.code_location; import great_expectations"))
     pw, pc = median([w for w, _ in plain]), median([c for _, c in plain])
     gw, gc = median([w for w, _ in with_ge]), median([c for _, c in with_ge])
     print()
     print(table(["fresh interpreter", "wall s", "CPU s"], [
-        ["import release_pipelines.definitions", f"{pw:.2f}", f"{pc:.2f}"],
+        ["import release_pipelines.code_location", f"{pw:.2f}", f"{pc:.2f}"],
         ["  + import great_expectations", f"{gw:.2f}", f"{gc:.2f}"],
         ["GE would add", f"{gw - pw:+.2f}", f"{gc - pc:+.2f}"],
     ]))

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from benchmarks.reference_judges import flagger_fails, kayenta_fails
-from release_pipelines.judge_errors import FAIL, ratio_test_path
-from release_pipelines.judge_latency import LatencyLook, tail_counts
+from release_pipelines.core.judge_errors import FAIL, ratio_test_path
+from release_pipelines.core.judge_latency import LatencyLook, tail_counts
 
 BASE_ERROR_RATE = 0.005
 FLAGGER_MAX_ERROR_RATE = 0.01

@@ -15,7 +15,7 @@ The migration is a generated Alembic project (every revision `phase = "expand"`)
   0005 VALIDATE CONSTRAINT; SET NOT NULL (no scan thanks to the check); DROP the check
 The CHECK comes after the backfill, not before: a NOT VALID check still applies to every new row
 version, so the old release's UPDATEs of rows not yet backfilled would fail (CheckViolation).
-run by resources.migrations.MigrationRunner (lock_timeout 1 s, retries with backoff).
+run by release_pipelines.resources.migrations.MigrationRunner (lock_timeout 1 s, retries with backoff).
 
 Baseline: the same load for BASELINE_S seconds with no migration. The physical limit for the
 backfill: one plain `UPDATE accounts SET total = a + b` on a fresh copy, no load.
@@ -77,7 +77,7 @@ import os
 
 from alembic import op
 
-from resources.backfill import backfill
+from release_pipelines.resources.backfill import backfill
 
 revision = "0002_backfill_total"
 down_revision = "0001_add_total"
@@ -328,7 +328,7 @@ class RunResult:
 
 def loaded_run(url: str, rows: int, seconds: float | None, project: Path | None, seed: int) -> RunResult:
     """The load alone for `seconds`, or the load while MigrationRunner applies `project`."""
-    from resources.migrations import MigrationRunner
+    from release_pipelines.resources.migrations import MigrationRunner
 
     monitor = LockMonitor(url).start()
     load = Load(url, rows, seed).start()
@@ -365,7 +365,7 @@ def plain_update_seconds(url: str) -> float:
 
 
 def backfill_alone_seconds(url: str, batch_size: int) -> float:
-    from resources.backfill import backfill
+    from release_pipelines.resources.backfill import backfill
 
     execute(url, "ALTER TABLE accounts ADD COLUMN total bigint")
     engine = create_engine(url)

@@ -34,7 +34,7 @@ MP_ENV = "RELEASE_BENCH_MP_MANIFEST"
 
 
 def _seed_stable(product, version: str = "1.0.0") -> None:
-    from resources.dagster_resources import PlatformResource
+    from release_pipelines.orchestration.dagster_resources import PlatformResource
 
     platform = PlatformResource().for_product(product)
     with platform.state.update() as doc:
@@ -59,13 +59,17 @@ def _versions(product) -> dict[str, str]:
 
 def plain_loop(product) -> None:
     """The release job's steps, in dependency order, without Dagster."""
-    from release_pipelines.planner import ServiceChange, plan_release
-    from release_pipelines.preflight import preflight_problems
-    from release_pipelines.states import ReleaseState
+    from release_pipelines.core.planner import ServiceChange, plan_release
+    from release_pipelines.core.states import ReleaseState
+    from release_pipelines.orchestration.dagster_resources import (
+        FlagsResource,
+        LedgerResource,
+        PlatformResource,
+    )
     from release_pipelines.steps.context import StepContext
     from release_pipelines.steps.deploy import apply_deploy
+    from release_pipelines.steps.preflight import preflight_problems
     from release_pipelines.steps.traffic import apply_weights, weights_for_step
-    from resources.dagster_resources import FlagsResource, LedgerResource, PlatformResource
 
     log = lambda _m: None
     # preflight
@@ -100,7 +104,7 @@ def plain_loop(product) -> None:
 
 
 def _check_canary(expected_services: int) -> None:
-    from resources.dagster_resources import LedgerResource
+    from release_pipelines.orchestration.dagster_resources import LedgerResource
 
     release = LedgerResource().open().active_release(PRODUCT)
     assert release is not None and release.state.value == "canary", release
@@ -118,15 +122,13 @@ def _run_config(product) -> dict:
 
 def multiprocess_release_job():
     """Reconstructable entry point: each step's child process loads the code location the way a
-    code server does (`release_pipelines.definitions` builds every manifest of RELEASE_MANIFESTS)."""
+    code server does (`release_pipelines.code_location` builds every manifest of RELEASE_MANIFESTS)."""
     from dagster import multiprocess_executor
 
-    from release_pipelines import definitions
+    from release_pipelines.orchestration.definitions import build_definitions
 
     name = f"{PRODUCT}_release"
-    defs = definitions.defs
-    if not any(job.name == name for job in defs.jobs or []):  # the parent imported it for another manifest
-        defs = definitions.build_definitions(os.environ["RELEASE_MANIFESTS"])
+    defs = build_definitions(os.environ["RELEASE_MANIFESTS"])
     return defs.resolve_job_def(name).with_executor_def(multiprocess_executor)
 
 
@@ -172,9 +174,9 @@ def _instance(root: Path, name: str):
 
 def measure_release(services: int, runs: int, mp_services: int, mp_runs: int, root: Path) -> dict[str, Clock]:
     from dagster import DagsterInstance
+    from release_pipelines.resources.manifest_files import load_product
 
-    from release_pipelines.definitions import build_definitions
-    from release_pipelines.product import load_product
+    from release_pipelines.orchestration.definitions import build_definitions
 
     clocks = {k: Clock() for k in ("loop", "ephemeral", "sqlite", "loop_mp", "multiprocess")}
     manifest = write_command_manifest(root / "m_main", PRODUCT, services)
@@ -230,9 +232,9 @@ def measure_load(services: int, runs: int, root: Path) -> tuple[Clock, Clock]:
     env = {**os.environ, "RELEASE_HOME": str(root / "loadhome")}
     for _ in range(runs):
         whole.run(lambda: subprocess.run(
-            [sys.executable, "-c", "import release_pipelines.definitions"], cwd=ROOT, check=True,
+            [sys.executable, "-c", "import release_pipelines.code_location"], cwd=ROOT, check=True,
             env=env | {"RELEASE_MANIFESTS": str(manifest)}))
-        code = ("import time\nfrom release_pipelines.definitions import build_definitions\n"
+        code = ("import time\nfrom release_pipelines.orchestration.definitions import build_definitions\n"
                 "s, c = time.perf_counter(), time.process_time()\n"
                 f"build_definitions({str(manifest)!r})\n"
                 "print(time.perf_counter() - s, time.process_time() - c)")
@@ -247,7 +249,7 @@ def measure_load(services: int, runs: int, root: Path) -> tuple[Clock, Clock]:
 def _print_load(whole: Clock, build: Clock, services: int) -> str:
     print(table(["definitions load, fresh interpreter", "wall s", "CPU s"], [
         [f"build_definitions({services} services) alone", f"{median(build.wall):.2f}", f"{median(build.cpu):.2f}"],
-        [f"python -c 'import release_pipelines.definitions' ({services} services)",
+        [f"python -c 'import release_pipelines.code_location' ({services} services)",
          f"{median(whole.wall):.2f}", f"{median(whole.cpu):.2f}"],
     ]))
     ok = median(build.wall) <= GOAL_LOAD_S

@@ -3,7 +3,7 @@
 A product has at most one active release, so the benchmark generates 100 products (one manifest
 each, one service, `platform: local`), records a release of each in the ledger (SQLite under
 RELEASE_HOME) and moves it planned -> preflight -> expanding -> canary step 0 with
-resources.ledger.Ledger. The local platform state of each product records a router, a stable
+release_pipelines.resources.ledger.Ledger. The local platform state of each product records a router, a stable
 and a canary process; their pid is this benchmark's own process, so the platform's psutil
 liveness checks run for real and pass. The router's endpoint is a real HTTP server in a child
 process serving router-format Prometheus text at /_router/metrics; every scrape advances the
@@ -118,11 +118,11 @@ def serve(port_file: str, count: int) -> None:
 def prepare(root: Path, products: int, ports: list[int]) -> list[str]:
     """Manifests, platform state and canary releases of `products` products."""
     import psutil
+    from release_pipelines.resources import settings
+    from release_pipelines.resources.ledger import Ledger
+    from release_pipelines.resources.platform import StateFile
 
-    from release_pipelines import settings
-    from release_pipelines.states import ReleaseState
-    from resources.ledger import Ledger
-    from resources.platform import StateFile
+    from release_pipelines.core.states import ReleaseState
 
     names = [f"p{i:03d}" for i in range(products)]
     me = {"pid": os.getpid(), "started": psutil.Process().create_time(), "log": ""}
@@ -205,7 +205,7 @@ def run_ticks(root: Path, products: int, ticks: int, ports: list[int]):
 
     from dagster import DagsterInstance, build_sensor_context
 
-    from release_pipelines.definitions import build_definitions
+    from release_pipelines.orchestration.definitions import build_definitions
 
     names = prepare(root, products, ports)
     defs = build_definitions(root / "manifests")
@@ -236,10 +236,14 @@ def _breakdown(defs, name: str, cursor, instance) -> dict[str, float]:
 
     from dagster import build_sensor_context
 
-    from release_pipelines.canary import ServiceSeries, decide
-    from resources.dagster_resources import LedgerResource, MetricsResource, PlatformResource
+    from release_pipelines.core.canary import ServiceSeries, decide
+    from release_pipelines.orchestration.dagster_resources import (
+        LedgerResource,
+        MetricsResource,
+        PlatformResource,
+    )
 
-    product = next(p for p in __import__("release_pipelines.product", fromlist=["load_products"]).load_products(
+    product = next(p for p in __import__("release_pipelines.core.product", fromlist=["load_products"]).load_products(
         Path(os.environ["RELEASE_HOME"]).parent / "manifests") if p.name == name)
     book = LedgerResource().open()
     platform = PlatformResource().for_product(product)
@@ -259,8 +263,7 @@ def _breakdown(defs, name: str, cursor, instance) -> dict[str, float]:
     clock("metrics: HTTP scrape + parse (httpx.get per call)",
           lambda: provider.snapshot(service_of(name), "1.0.0", "1.1.0"))
     import httpx
-
-    from resources.router_metrics import parse_router_metrics
+    from release_pipelines.resources.router_metrics import parse_router_metrics
 
     endpoint = platform.status(service_of(name)).endpoint
     with httpx.Client(timeout=2.0) as client:

@@ -77,7 +77,7 @@ class MetricsRecorder:
         self._thread.join(timeout=10)
 
     def _loop(self) -> None:
-        from resources.router_metrics import parse_router_metrics
+        from release_pipelines.resources.router_metrics import parse_router_metrics
 
         with httpx.Client(timeout=2.0) as client:
             while not self._stop.is_set():
@@ -104,10 +104,10 @@ def wait_run(client, run_id: str, timeout: float = RUN_TIMEOUT) -> str:
 
 def one_run(index: int) -> dict:
     from dagster_graphql import DagsterGraphQLClient
+    from release_pipelines.resources.ledger import Ledger
+    from release_pipelines.resources.local_platform import LocalPlatform
+    from release_pipelines.resources.manifest_files import load_product
 
-    from release_pipelines.product import load_product
-    from resources.ledger import Ledger
-    from resources.local_platform import LocalPlatform
     from tests.e2e_support import (
         EXAMPLE_MANIFEST,
         BackgroundLoad,

@@ -17,11 +17,11 @@ from contextlib import AbstractContextManager, nullcontext
 from contextvars import ContextVar
 from dataclasses import dataclass
 
+from release_pipelines.resources.migration_safety import is_retryable
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine, Row
 
-from release_pipelines.errors import ReleaseError
-from resources.migration_safety import is_retryable
+from release_pipelines.core.errors import ReleaseError
 
 PROGRESS_TABLE = "release_backfill_progress"
 

@@ -14,9 +14,11 @@ requests finish on the backend they chose, and the version that loses traffic ke
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
-from resources.platform import DeployError, Log, ServiceStatus, quiet
+import httpx
+from release_pipelines.resources.platform import DeployError, Log, ServiceStatus, quiet
 
 
 def _strip(proc: dict[str, Any]) -> dict[str, Any]:
@@ -100,3 +102,21 @@ def expire_warm(platform: Any, now: float | None = None, log: Log = quiet) -> li
         log(f"{service}: warm standby expired")
         platform._drain_and_stop(service, log)
     return expired
+
+
+def smoke_requests(platform: Any, service: str, version: str, paths: Sequence[str], timeout: float,
+                   release_id: str) -> list[dict[str, Any]] | None:
+    """GET each path from the new version's own port (no user traffic involved); one result per
+    path, or None when `version` is not the running canary (no direct address)."""
+    canary = platform.state.read().get("services", {}).get(service, {}).get("canary")
+    if not canary or canary["version"] != version:
+        return None
+    results = []
+    with httpx.Client(timeout=timeout) as client:
+        for path in paths:
+            try:
+                response = client.get(f"http://127.0.0.1:{canary['port']}{path}", headers={"X-Release-Id": release_id})
+                results.append({"path": path, "status": response.status_code, "passed": response.status_code < 400})
+            except httpx.HTTPError as exc:
+                results.append({"path": path, "status": None, "passed": False, "error": type(exc).__name__})
+    return results

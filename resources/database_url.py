@@ -13,7 +13,7 @@ from collections.abc import Mapping
 
 from sqlalchemy.engine import make_url
 
-from release_pipelines.errors import ReleaseError
+from release_pipelines.core.errors import ReleaseError
 
 _ENV_REFERENCE = re.compile(r"^\$\{(?P<var>[A-Z_][A-Z0-9_]*)(?::-(?P<default>[^}]*))?\}$")
 _POSTGRES_SCHEMES = ("postgres://", "postgresql://", "postgresql+psycopg://", "postgresql+psycopg2://")

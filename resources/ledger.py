@@ -17,18 +17,12 @@ from pathlib import Path
 from typing import Any, Self
 
 from alembic.util import CommandError
-from sqlalchemy import Connection, Engine, create_engine, event, insert, select, update
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, SQLAlchemyError
-
-from release_pipelines.errors import LedgerError, ReleaseAlreadyActive, ReleaseError
-from release_pipelines.states import ACTIVE_STATES, ReleaseState, check_transition
-from resources.database_url import normalize_url, redact
-from resources.ledger_schema import (
+from release_pipelines.resources.database_url import normalize_url, redact
+from release_pipelines.resources.ledger_schema import (
     GENESIS_HASH,
+    REQUEST_STATES,
     Approval,
     Chain,
-    REQUEST_STATES,
     Event,
     Release,
     ReleaseRequest,
@@ -45,6 +39,12 @@ from resources.ledger_schema import (
     to_request,
     upgrade_schema,
 )
+from sqlalchemy import Connection, Engine, create_engine, event, insert, select, update
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, SQLAlchemyError
+
+from release_pipelines.core.errors import LedgerError, ReleaseAlreadyActive, ReleaseError
+from release_pipelines.core.states import ACTIVE_STATES, ReleaseState, check_transition
 
 __all__ = [
     "DEFAULT_URL",
@@ -64,7 +64,7 @@ _SQLITE_BUSY_MS = 30_000
 
 def scope(product: str, environment: str | None = None) -> tuple[str, str]:
     """(product, environment) for a ledger query. A qualified product name
-    (`release_pipelines.environments.ProductName`, e.g. the `shop_production` jobs' name) carries
+    (`release_pipelines.core.environments.ProductName`, e.g. the `shop_production` jobs' name) carries
     its product and environment; a plain name is the single implicit environment ''."""
     base = getattr(product, "base", None)
     qualified = getattr(product, "environment", None)

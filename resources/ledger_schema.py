@@ -37,8 +37,8 @@ from sqlalchemy import (
     update,
 )
 
-from release_pipelines.errors import ReleaseError
-from release_pipelines.states import ReleaseState
+from release_pipelines.core.errors import ReleaseError
+from release_pipelines.core.states import ReleaseState
 
 VERSION_TABLE = "release_ledger_alembic_version"
 """Our own Alembic version table, so the ledger can share a database with other schemas."""

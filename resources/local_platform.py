@@ -28,9 +28,7 @@ from typing import Any
 
 import httpx
 import psutil
-
-from release_pipelines.manifest import PLACEHOLDER, LocalDeploy, Manifest, Service
-from resources.platform import (
+from release_pipelines.resources.platform import (
     VERSION_PATTERN,
     DeployError,
     HealthResult,
@@ -40,7 +38,9 @@ from resources.platform import (
     VersionInfo,
     quiet,
 )
-from resources.router import Routing, tenant_routing
+from release_pipelines.resources.router import Routing, tenant_routing
+
+from release_pipelines.core.manifest import PLACEHOLDER, LocalDeploy, Manifest, Service
 
 Proc = dict[str, Any]
 STOP_GRACE_SECONDS = 5.0
@@ -338,7 +338,7 @@ class LocalPlatform:
             return router["port"]
         port = router["port"] if router else _free_port()
         argv = [
-            sys.executable, "-m", "resources.router", "--service", service, "--port", str(port),
+            sys.executable, "-m", "release_pipelines.resources.router", "--service", service, "--port", str(port),
             "--state-file", str(self.state.path),
         ]
         proc = self._spawn(argv, {}, f"{service}-router.log") | {"port": port}

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from release_pipelines.errors import ReleaseError
+from release_pipelines.core.errors import ReleaseError
 
 
 class MetricsUnavailable(ReleaseError):

@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from alembic import command
+from release_pipelines.resources.migration_safety import ALEMBIC_LOCK, MigrationError
+from release_pipelines.resources.migrations import RevisionInfo, alembic_config, load_revisions
 
-from release_pipelines.linter import Finding, RevisionSQL, lint_revisions
-from resources.migration_safety import ALEMBIC_LOCK, MigrationError
-from resources.migrations import RevisionInfo, alembic_config, load_revisions
+from release_pipelines.core.linter import Finding, RevisionSQL, lint_revisions
 
 OFFLINE_URL = "postgresql+psycopg2://"
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from release_pipelines.errors import ReleaseError
+from release_pipelines.core.errors import ReleaseError
 
 # pg_try_advisory_lock(int4, int4): shows in pg_locks as classid/objid with objsubid = 2.
 LOCK_CLASS = 0x52454C  # "REL"

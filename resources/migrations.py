@@ -25,15 +25,8 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, event
-from sqlalchemy.engine import Connection, Engine, make_url
-from sqlalchemy.exc import ArgumentError
-from sqlalchemy.pool import NullPool
-
-from release_pipelines.manifest import Database
-from release_pipelines.reversibility import analyze_revision_file
-from resources.database_url import normalize_url, redact, resolve_url
-from resources.migration_safety import (
+from release_pipelines.resources.database_url import normalize_url, redact, resolve_url
+from release_pipelines.resources.migration_safety import (
     ALEMBIC_LOCK,
     MigrationError,
     Session,
@@ -46,6 +39,13 @@ from resources.migration_safety import (
     precheck,
     sqlstate,
 )
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.pool import NullPool
+
+from release_pipelines.core.manifest import Database
+from release_pipelines.core.reversibility import Reversibility, analyze_revision_source
 
 Log = Callable[[str], None]
 EXPAND_HEAD = "expand-head"
@@ -102,6 +102,11 @@ def alembic_config(
     if url is not None:
         cfg.attributes["url"] = url
     return cfg
+
+
+def analyze_revision_file(path: str | Path) -> Reversibility:
+    """Whether a revision file's downgrade() does anything (read as text, never imported)."""
+    return analyze_revision_source(Path(path).read_text(encoding="utf-8"), str(path))
 
 
 def load_revisions(script_location: str | Path) -> list[RevisionInfo]:

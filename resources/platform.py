@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from release_pipelines.errors import ReleaseError
-from release_pipelines.planner import VERSION_PATTERN as PLANNER_VERSION_PATTERN
+from release_pipelines.core.errors import ReleaseError
+from release_pipelines.core.planner import VERSION_PATTERN as PLANNER_VERSION_PATTERN
 
 Log = Callable[[str], None]
 

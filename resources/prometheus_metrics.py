@@ -17,8 +17,7 @@ import time
 from dataclasses import dataclass
 
 import httpx
-
-from resources.metrics import MetricsSnapshot, MetricsUnavailable, VersionMetrics
+from release_pipelines.resources.metrics import MetricsSnapshot, MetricsUnavailable, VersionMetrics
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The weighted router in front of one service: `python -m resources.router --service S --port P
+"""The weighted router in front of one service: `python -m release_pipelines.resources.router --service S --port P
 --state-file F`.
 
 Each request goes to the canary with probability weight/100, else to stable, and is counted per
@@ -21,7 +21,7 @@ by cohort ("tenant" for a named tenant's request, else "general") in
     release_router_cohort_request_duration_seconds{service,version,role,cohort}      histogram
 
 so the judge can compare the canary's tenant requests with stable's general ones
-(`resources.router_metrics.tenant_cohorts`); the metrics above are unchanged.
+(`release_pipelines.resources.router_metrics.tenant_cohorts`); the metrics above are unchanged.
 
 A route change swaps one immutable object, so in-flight requests finish on the backend they
 chose and none is dropped. At start the routing comes from the platform's state file, so a

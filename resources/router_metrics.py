@@ -8,8 +8,7 @@ from functools import cache
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
-
-from resources.metrics import MetricsSnapshot, MetricsUnavailable, VersionMetrics
+from release_pipelines.resources.metrics import MetricsSnapshot, MetricsUnavailable, VersionMetrics
 
 REQUESTS = "release_router_requests"
 DURATION = "release_router_request_duration_seconds"

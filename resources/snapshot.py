@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from sqlalchemy import MetaData, Table, and_, func, inspect, select, tuple_
 from sqlalchemy.engine import Engine
 
-from release_pipelines.errors import ReleaseError
-from release_pipelines.manifest import Table as TableSpec
+from release_pipelines.core.errors import ReleaseError
+from release_pipelines.core.manifest import Table as TableSpec
 
 BATCH = 1000
 

@@ -174,8 +174,9 @@ def kill_processes(procs: list[psutil.Process]) -> None:
 
 def stop_platform(release_home: Path, manifest: Path = EXAMPLE_MANIFEST) -> None:
     """Stop every service and router of the product, with the test's RELEASE_HOME."""
-    from release_pipelines.product import load_product
-    from resources.dagster_resources import PlatformResource
+    from release_pipelines.resources.manifest_files import load_product
+
+    from release_pipelines.orchestration.dagster_resources import PlatformResource
 
     saved = os.environ.get("RELEASE_HOME")
     os.environ["RELEASE_HOME"] = str(release_home)
@@ -205,8 +206,8 @@ class BackgroundLoad:
 
     def __init__(self, release_home: Path, manifest: Path = EXAMPLE_MANIFEST, burst: int = 200,
                  concurrency: int = 16):
-        from release_pipelines.product import load_product
-        from resources.local_platform import LocalPlatform
+        from release_pipelines.resources.local_platform import LocalPlatform
+        from release_pipelines.resources.manifest_files import load_product
 
         self.product = load_product(manifest)
         self.platform = LocalPlatform(self.product.manifest, self.product.directory,

@@ -136,7 +136,7 @@ class Processes:
 
     def router(self, service: str, *, stable: tuple[str, int] | None, canary: tuple[str, int] | None,
                weight: int) -> tuple[int, subprocess.Popen]:
-        """`python -m resources.router` reading its routing from a platform-style state file."""
+        """`python -m release_pipelines.resources.router` reading its routing from a platform-style state file."""
 
         def backend(b: tuple[str, int] | None) -> dict | None:
             return None if b is None else {"version": b[0], "port": b[1]}
@@ -146,7 +146,7 @@ class Processes:
             "stable": backend(stable), "canary": backend(canary), "weight": weight}}}))
         port = free_port()
         log = self.workdir / f"{service}-router.log"
-        proc = spawn([sys.executable, "-m", "resources.router", "--service", service, "--port", str(port),
+        proc = spawn([sys.executable, "-m", "release_pipelines.resources.router", "--service", service, "--port", str(port),
                       "--state-file", str(state)], log=log, cwd=REPO)
         self.procs.append(proc)
         wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/_router/state"), timeout=15,

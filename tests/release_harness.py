@@ -9,10 +9,11 @@ from typing import Any
 
 import psutil
 from dagster import DagsterInstance, build_sensor_context
+from release_pipelines.resources.manifest_files import load_product
 
-from release_pipelines.definitions import build_definitions
-from release_pipelines.product import Product, load_product
-from resources.dagster_resources import LedgerResource, PlatformResource
+from release_pipelines.core.product import Product
+from release_pipelines.orchestration.dagster_resources import LedgerResource, PlatformResource
+from release_pipelines.orchestration.definitions import build_definitions
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "shop" / "release.yaml"

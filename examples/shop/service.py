@@ -41,7 +41,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from resources.flags import FlagFileProvider
+from release_pipelines.resources.flags import FlagFileProvider
 
 PRODUCTS = [
     {"id": 1, "sku": "TEA-001", "name": "Green tea", "price_cents": 450},

@@ -18,13 +18,22 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
-
-from release_pipelines.errors import ReleaseError
-from release_pipelines.graph import dependency_edges, waves
-from release_pipelines.manifest import Manifest, Strategy
+from release_pipelines.core.errors import ReleaseError
+from release_pipelines.core.graph import dependency_edges, waves
+from release_pipelines.core.manifest import FlagStep, Manifest, Strategy
+from release_pipelines.core.states import ReleaseState
+from release_pipelines.resources.blue_green_local import (
+    expire_warm,
+    smoke_requests,
+    switch_back,
+    switch_over,
+    warm_version,
+)
+from release_pipelines.resources.local_platform import LocalPlatform
+from release_pipelines.steps.complete import finish_release
 from release_pipelines.steps.context import StepContext
 from release_pipelines.steps.deploy import apply_promote, compensate_deploy
+from release_pipelines.steps.flags import flags_for, set_flags
 
 
 def is_blue_green(manifest: Manifest, service: str) -> bool:
@@ -32,31 +41,17 @@ def is_blue_green(manifest: Manifest, service: str) -> bool:
 
 
 def _local(platform: Any) -> bool:
-    from resources.local_platform import LocalPlatform
-
     return isinstance(platform, LocalPlatform)
-
-
-def _new_version_port(platform: Any, service: str, version: str) -> int | None:
-    canary = platform.state.read().get("services", {}).get(service, {}).get("canary")
-    return canary["port"] if canary and canary["version"] == version else None
 
 
 def smoke(ctx: StepContext, platform: Any, service: str, version: str) -> list[dict[str, Any]]:
     """GET each smoke path from the new version directly; one result per path."""
     spec = ctx.product.manifest.service(service)
-    port = _new_version_port(platform, service, version) if _local(platform) else None
-    if port is None:
+    results = smoke_requests(platform, service, version, spec.canary.smoke_paths, spec.health.timeout_seconds,
+                             ctx.release_id) if _local(platform) else None
+    if results is None:
         ctx.log(f"{service} {version}: no direct address on this platform; smoke requests skipped")
         return []
-    results = []
-    with httpx.Client(timeout=spec.health.timeout_seconds) as client:
-        for path in spec.canary.smoke_paths:
-            try:
-                response = client.get(f"http://127.0.0.1:{port}{path}", headers={"X-Release-Id": ctx.release_id})
-                results.append({"path": path, "status": response.status_code, "passed": response.status_code < 400})
-            except httpx.HTTPError as exc:
-                results.append({"path": path, "status": None, "passed": False, "error": type(exc).__name__})
     return results
 
 
@@ -93,8 +88,6 @@ def apply(ctx: StepContext, platform: Any, release: Any) -> list[str]:
         keep = manifest.service(service).canary.keep_warm_seconds
         ctx.record("bluegreen:switch:start", service=service, version=version, keep_warm_seconds=keep)
         if _local(platform):
-            from resources.blue_green_local import switch_over, warm_version
-
             status = switch_over(platform, service, keep, log=ctx.log)
             warm = warm_version(platform, service)
         else:
@@ -109,8 +102,6 @@ def apply(ctx: StepContext, platform: Any, release: Any) -> list[str]:
 def compensate(ctx: StepContext, platform: Any, service: str, new_version: str, previous: str | None):
     """Back to `previous`: one router swap to the warm standby when it runs, else as a canary."""
     if _local(platform):
-        from resources.blue_green_local import switch_back, warm_version
-
         status = platform.status(service)
         if previous and status.stable_version == new_version and warm_version(platform, service) == previous:
             ctx.record("revert:start", service=service, stable_version=status.stable_version,
@@ -128,8 +119,6 @@ def expire_standbys(platform: Any, log=print) -> list[str]:
     if not _local(platform):
         return []
     try:
-        from resources.blue_green_local import expire_warm
-
         return expire_warm(platform, log=log)
     except Exception as exc:  # noqa: BLE001 - housekeeping must never break a sensor tick
         log(f"warm standby expiry skipped: {type(exc).__name__}: {exc}")
@@ -141,11 +130,6 @@ def finish_switched(ctx: StepContext, book: Any, store: Any, release: Any) -> No
     """A release whose every change was switched blue-green is promoted: what the promote job
     does at 100 % (promoted flags on, bake, then complete unless contract migrations wait). While
     it bakes, a rollback is one switch back to the warm version."""
-    from release_pipelines.jobs.promote import finish_release
-    from release_pipelines.manifest import FlagStep
-    from release_pipelines.states import ReleaseState
-    from release_pipelines.steps.flags import flags_for, set_flags
-
     set_flags(ctx, store, flags_for(ctx.product.manifest, set(release.versions), FlagStep.promoted), True)
     baking = book.transition(release.id, ReleaseState.BAKING, ctx.actor, run_id=ctx.run_id,
                              payload={"reason": "blue-green: switched at once after health and smoke gates"})

@@ -6,13 +6,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from release_pipelines.product import Product
+from release_pipelines.core.product import Product
 
 
 @dataclass(frozen=True)
 class StepContext:
     product: Product
-    ledger: Any  # resources.ledger.Ledger; typed loosely to keep this module import-light
+    ledger: Any  # release_pipelines.resources.ledger.Ledger; typed loosely to keep this module import-light
     release_id: str
     actor: str
     run_id: str | None = None

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from release_pipelines.errors import ReleaseError
-from release_pipelines.planner import ServiceChange
+import inspect
+
+from release_pipelines.core.errors import ReleaseError
+from release_pipelines.core.planner import ServiceChange
 from release_pipelines.steps.context import StepContext
 
 
@@ -34,8 +36,6 @@ def apply_deploy(ctx: StepContext, platform, change: ServiceChange):
 
 def _with_release_id(method, ctx: StepContext):
     """Pass the release id (the correlation id) to platforms that take it; older ones do not."""
-    import inspect
-
     try:
         takes_it = "release_id" in inspect.signature(method).parameters
     except (TypeError, ValueError):

@@ -6,7 +6,7 @@ first, before any traffic moves back, so old code never sees a flag it does not 
 
 from __future__ import annotations
 
-from release_pipelines.manifest import FlagStep, Manifest
+from release_pipelines.core.manifest import FlagStep, Manifest
 from release_pipelines.steps.context import StepContext
 
 

@@ -1,22 +1,25 @@
 """Gate step: data-integrity checks between a migration and the traffic that depends on it.
 
-Each verdict is yielded as an AssetCheckEvaluation on the table (so it survives the op failing)
-and recorded in the ledger; a failing blocking gate then stops the release before any traffic.
+Each verdict is recorded in the ledger and returned; the op reports it as an asset check
+evaluation on the table (so it survives the op failing), then a failing blocking gate stops the
+release before any traffic.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
-
 from sqlalchemy import create_engine
 
-from assets.checks import gate_check_evaluation
-from assets.gates import GateResult, constraint_validity, count_rows, row_conservation, schema_contract
-from assets.great_expectations import read_suite, run_suite
-from release_pipelines.errors import ReleaseError
+from release_pipelines.assets.gates import (
+    GateResult,
+    constraint_validity,
+    count_rows,
+    row_conservation,
+    schema_contract,
+)
+from release_pipelines.assets.great_expectations import read_suite, run_suite
+from release_pipelines.core.errors import ReleaseError
+from release_pipelines.resources.database_url import resolve_url
 from release_pipelines.steps.context import StepContext
-from resources.database_url import resolve_url
 
 
 def evaluate(ctx: StepContext, database_name: str, rows_before: dict[str, int]) -> list[GateResult]:
@@ -44,13 +47,18 @@ def evaluate(ctx: StepContext, database_name: str, rows_before: dict[str, int]) 
     return results
 
 
-def run_gates(ctx: StepContext, database_name: str, migration: dict[str, Any]) -> Iterator[Any]:
-    results = evaluate(ctx, database_name, migration.get("rows_before", {}))
+def run_gates(ctx: StepContext, database_name: str, rows_before: dict[str, int]) -> list[GateResult]:
+    """Run every gate, record and log each verdict; the caller reports them, then calls
+    `stop_on_blocking_failures` (so the verdicts are kept even when the release stops)."""
+    results = evaluate(ctx, database_name, rows_before)
     for result in results:
-        yield gate_check_evaluation(result)
         ctx.record("gate", database=database_name, table=result.table, gate=result.gate,
                    passed=result.passed, summary=result.summary)
         ctx.log(f"gate {result.gate} on {result.table}: {'passed' if result.passed else 'FAILED'} - {result.summary}")
+    return results
+
+
+def stop_on_blocking_failures(results: list[GateResult]) -> None:
     blocking_failures = [r for r in results if not r.passed and r.severity == "error"]
     if blocking_failures:
         raise ReleaseError(

@@ -7,23 +7,46 @@ run knows where to go back to even if the run never wrote "done".
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
 from typing import Any
 
-from dagster import Output
 from sqlalchemy import create_engine
 
-from assets.gates import actual_columns, count_rows
-from assets.tables import table_materialization
-from release_pipelines.errors import ReleaseError
-from release_pipelines.manifest import RollbackStrategy
-from release_pipelines.product import Product
+from release_pipelines.assets.gates import actual_columns, count_rows
+from release_pipelines.core.errors import ReleaseError
+from release_pipelines.core.manifest import RollbackStrategy, Table
+from release_pipelines.core.product import Product
+from release_pipelines.resources.backfill import progress_reporter
+from release_pipelines.resources.database_url import resolve_url
+from release_pipelines.resources.migrations import MigrationRunner
+from release_pipelines.resources.snapshot import (
+    TableSnapshot,
+    drop_snapshot,
+    restore_snapshot,
+    take_snapshot,
+)
 from release_pipelines.steps.context import StepContext
-from resources.database_url import resolve_url
-from resources.backfill import progress_reporter
-from resources.migrations import MigrationRunner
-from resources.snapshot import TableSnapshot, drop_snapshot, restore_snapshot, take_snapshot
+
+
+@dataclass(frozen=True)
+class TableChange:
+    """What a migration did to one declared table (the op turns it into an asset materialization)."""
+
+    table: Table
+    statements: list[str]
+    duration_s: float
+    row_count: int | None
+    columns: dict[str, str]
+
+
+@dataclass(frozen=True)
+class MigrationOutcome:
+    database: str
+    from_revision: str | None
+    to_revision: str | None
+    rows_before: dict[str, int]
+    tables: list[TableChange]
 
 
 def runner_for(product: Product, database_name: str, application_name: str | None = None) -> MigrationRunner:
@@ -36,10 +59,6 @@ def needed(product: Product, versions: Mapping[str, str], database: str) -> bool
     return any(database in product.manifest.service(s).depends_on for s in versions)
 
 
-def skipped_output() -> Iterator[Output]:
-    yield Output({"skipped": True})
-
-
 def _row_counts(product: Product, database_name: str) -> dict[str, int]:
     database = product.manifest.database(database_name)
     engine = create_engine(resolve_url(database.url))
@@ -49,18 +68,19 @@ def _row_counts(product: Product, database_name: str) -> dict[str, int]:
         engine.dispose()
 
 
-def _materializations(ctx: StepContext, database_name: str, start: str | None, end: str | None, results) -> Iterator[Any]:
-    """One materialization per declared table: revisions, statements, live columns, row count."""
+def _table_changes(ctx: StepContext, database_name: str, results: list[Any]) -> list[TableChange]:
+    """What the applied revisions did to each declared table: statements, live columns, rows."""
     database = ctx.product.manifest.database(database_name)
     engine = create_engine(resolve_url(database.url))
     try:
         statements = [s for r in results for s in r.statements]
+        duration = sum(r.duration_s for r in results)
+        changes = []
         for table in database.tables:
             columns = actual_columns(engine, table) or {}
-            yield table_materialization(
-                database_name, table, start, end, [s for s in statements if table.name in s],
-                sum(r.duration_s for r in results), count_rows(engine, table) if columns else None, columns,
-            )
+            changes.append(TableChange(table, [s for s in statements if table.name in s], duration,
+                                       count_rows(engine, table) if columns else None, columns))
+        return changes
     finally:
         engine.dispose()
 
@@ -80,8 +100,8 @@ def _backfill_progress(ctx: StepContext, database_name: str):
     return report
 
 
-def expand(ctx: StepContext, database_name: str) -> Iterator[Any]:
-    """Apply pending expand revisions; yield a materialization per table they touched."""
+def expand(ctx: StepContext, database_name: str) -> MigrationOutcome:
+    """Apply pending expand revisions; what they did to each table."""
     runner = runner_for(ctx.product, database_name, application_name=f"release:{ctx.release_id}")
     start = runner.current()
     pending = [r.revision for r in runner.pending("expand")]
@@ -105,12 +125,11 @@ def expand(ctx: StepContext, database_name: str) -> Iterator[Any]:
     end = runner.current()
     ctx.record("migrate:done", database=database_name, from_revision=start, to_revision=end,
                revisions=[r.revision for r in results], seconds=round(time.monotonic() - began, 3))
-    if results:
-        yield from _materializations(ctx, database_name, start, end, results)
-    yield Output({"database": database_name, "from_revision": start, "to_revision": end, "rows_before": rows_before})
+    return MigrationOutcome(database_name, start, end, rows_before,
+                            _table_changes(ctx, database_name, results) if results else [])
 
 
-def contract(ctx: StepContext, database_name: str) -> Iterator[Any]:
+def contract(ctx: StepContext, database_name: str) -> MigrationOutcome:
     """Apply the remaining (contract) revisions: destructive, never downgraded by a rollback."""
     runner = runner_for(ctx.product, database_name, application_name=f"release:{ctx.release_id}:contract")
     start = runner.current()
@@ -120,10 +139,10 @@ def contract(ctx: StepContext, database_name: str) -> Iterator[Any]:
     end = runner.current()
     ctx.record("migrate:contract:done", database=database_name, from_revision=start, to_revision=end,
                revisions=[r.revision for r in results])
-    yield from _materializations(ctx, database_name, start, end, results)
+    return MigrationOutcome(database_name, start, end, {}, _table_changes(ctx, database_name, results))
 
 
-def compensate(ctx: StepContext, database_name: str) -> Iterator[Any]:
+def compensate(ctx: StepContext, database_name: str) -> None:
     """Go back to the revision the release started from, as the manifest's strategy allows."""
     started = [
         e for e in ctx.ledger.events(ctx.release_id)
@@ -143,7 +162,7 @@ def compensate(ctx: StepContext, database_name: str) -> Iterator[Any]:
                 "revisions are backward compatible with the version being restored")
         return
     if database.rollback is RollbackStrategy.snapshot:
-        yield from _restore_snapshots(ctx, database_name)
+        _restore_snapshots(ctx, database_name)
         return
     if database.rollback is RollbackStrategy.roll_forward:
         ctx.record("revert:schema-kept", database=database_name, reason="rollback strategy is roll-forward")
@@ -158,10 +177,9 @@ def compensate(ctx: StepContext, database_name: str) -> Iterator[Any]:
     ctx.record("revert:migrate:start", database=database_name, from_revision=current, to_revision=target)
     runner.downgrade(target or "base", log=ctx.log)
     ctx.record("revert:migrate:done", database=database_name, revision=runner.current())
-    yield from ()
 
 
-def _restore_snapshots(ctx: StepContext, database_name: str) -> Iterator[Any]:
+def _restore_snapshots(ctx: StepContext, database_name: str) -> None:
     """Merge the snapshot taken before expand back into each table; the schema stays expanded."""
     taken = [e for e in ctx.ledger.events(ctx.release_id)
              if e.kind == "snapshot:taken" and e.payload.get("database") == database_name]
@@ -181,7 +199,6 @@ def _restore_snapshots(ctx: StepContext, database_name: str) -> Iterator[Any]:
                     f"{result.kept_new} newer rows kept; schema stays expanded (backward compatible)")
     finally:
         engine.dispose()
-    yield from ()
 
 
 def _finish_interrupted(ctx: StepContext, runner: MigrationRunner, database_name: str, pending: list[str],

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from release_pipelines.manifest import Manifest
+from release_pipelines.core.manifest import Manifest
 from release_pipelines.steps.context import StepContext
 from release_pipelines.steps.deploy import _with_release_id
 

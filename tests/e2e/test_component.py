@@ -11,9 +11,9 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from release_pipelines.resources.manifest_files import load_product
 
-from release_pipelines.definitions import product_definitions
-from release_pipelines.product import load_product
+from release_pipelines.orchestration.definitions import product_definitions
 from tests.e2e_support import EXAMPLE_MANIFEST, ROOT
 
 DG_PROJECT = ROOT / "examples" / "dg_project"
@@ -46,7 +46,7 @@ def test_example_dg_project_loads_the_shop(monkeypatch):
 
 
 def _resources():
-    from release_pipelines.component import shared_resources
+    from release_pipelines.components.release_product.component import shared_resources
 
     return shared_resources()
 
@@ -74,7 +74,7 @@ def test_two_products_in_one_project_merge(tmp_path):
         defs_dir = package / "defs" / product
         defs_dir.mkdir(parents=True)
         (defs_dir / "defs.yaml").write_text(
-            f"type: release_pipelines.component.ReleaseProduct\nattributes:\n  manifest: {manifest}\n")
+            f"type: release_pipelines.components.release_product.component.ReleaseProduct\nattributes:\n  manifest: {manifest}\n")
     (package / "__init__.py").write_text("")
     (package / "defs" / "__init__.py").write_text("")
     (project / "pyproject.toml").write_text(
@@ -95,8 +95,8 @@ def test_two_products_in_one_project_merge(tmp_path):
 
 
 def test_a_missing_manifest_names_the_file(tmp_path):
-    from release_pipelines.component import ReleaseProduct
-    from release_pipelines.errors import ManifestError
+    from release_pipelines.components.release_product.component import ReleaseProduct
+    from release_pipelines.core.errors import ManifestError
 
     component = ReleaseProduct(manifest=str(tmp_path / "nope" / "release.yaml"))
     with pytest.raises(ManifestError) as excinfo:

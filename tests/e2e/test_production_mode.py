@@ -55,7 +55,7 @@ FIGURES: dict[str, object] = {}
 # The commands as `release launch|status|rollback` will expose them (cli.py registers them).
 CLI = """
 import click
-from release_pipelines.cli_remote import launch_command, rollback_command, status_command
+from release_pipelines.cli.remote import launch_command, rollback_command, status_command
 group = click.Group("release", commands={"launch": launch_command, "status": status_command,
                                          "rollback": rollback_command})
 group(prog_name="release")
@@ -77,8 +77,7 @@ class Prod:
 
     def __init__(self, servers: DagsterServers, env: dict[str, str], dagster_db: str, release_home: Path):
         from dagster_graphql import DagsterGraphQLClient
-
-        from resources.ledger import Ledger
+        from release_pipelines.resources.ledger import Ledger
 
         self.servers, self.env, self.dagster_db, self.release_home = servers, env, dagster_db, release_home
         self.client = DagsterGraphQLClient("127.0.0.1", port_number=servers.port)
@@ -249,8 +248,8 @@ def test_second_release_is_queued_then_refused_and_canary_promoted(prod: Prod):
     assert state not in ("rolled_back", "failed"), f"the good release ended {state}"
     if state in ("baking", "completed"):  # the daemon's sensor judged and promoted every step
         assert promotes and all(r["status"] == "SUCCESS" for r in promotes)
-        from release_pipelines.product import load_product
-        from resources.local_platform import LocalPlatform
+        from release_pipelines.resources.local_platform import LocalPlatform
+        from release_pipelines.resources.manifest_files import load_product
 
         platform = LocalPlatform(load_product(EXAMPLE_MANIFEST).manifest, EXAMPLE_MANIFEST.parent,
                                  prod.release_home / "platform" / "shop")
@@ -279,8 +278,8 @@ def test_bad_canary_is_rolled_back_by_the_daemon(prod: Prod):
     assert key in prod.load.first_seen, "the bad canary never got traffic"
     first_traffic = prod.load.first_seen[key]
 
-    from release_pipelines.product import load_product
-    from resources.local_platform import LocalPlatform
+    from release_pipelines.resources.local_platform import LocalPlatform
+    from release_pipelines.resources.manifest_files import load_product
 
     platform = LocalPlatform(load_product(EXAMPLE_MANIFEST).manifest, EXAMPLE_MANIFEST.parent,
                              prod.release_home / "platform" / "shop")

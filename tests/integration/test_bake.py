@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from release_pipelines.states import ReleaseState
+from release_pipelines.core.states import ReleaseState
 from tests.release_harness import (
     processes_under,
     promote_config,

@@ -7,12 +7,13 @@ import os
 import stat
 from pathlib import Path
 
-from release_pipelines.manifest import CommandDeploy, Deploy, Manifest, Platform, Service
-from release_pipelines.planner import ServiceChange
+from release_pipelines.resources.command_platform import CommandPlatform, CommandRunner
+
+from release_pipelines.core.manifest import CommandDeploy, Deploy, Manifest, Platform, Service
+from release_pipelines.core.planner import ServiceChange
 from release_pipelines.steps.context import StepContext
 from release_pipelines.steps.deploy import apply_deploy
 from release_pipelines.steps.traffic import apply_weights
-from resources.command_platform import CommandPlatform, CommandRunner
 from tests.integration.test_command_platform import FAKE_KUBECTL
 
 

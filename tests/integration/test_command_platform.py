@@ -7,10 +7,14 @@ import stat
 from pathlib import Path
 
 import pytest
+from release_pipelines.resources.command_platform import (
+    CommandPlatform,
+    CommandRunner,
+    UnsafeValueError,
+)
+from release_pipelines.resources.platform import DeployError, DeploymentPlatform
 
-from release_pipelines.manifest import CommandDeploy, Deploy, Manifest, Platform, Service
-from resources.command_platform import CommandPlatform, CommandRunner, UnsafeValueError
-from resources.platform import DeployError, DeploymentPlatform
+from release_pipelines.core.manifest import CommandDeploy, Deploy, Manifest, Platform, Service
 
 FAKE_KUBECTL = """#!/bin/sh
 # Records each call; FAIL_ON=<word> makes a call containing that word fail; SLEEP_ON likewise hangs.

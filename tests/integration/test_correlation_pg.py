@@ -8,13 +8,13 @@ import time
 from pathlib import Path
 
 import pytest
+from release_pipelines.resources.ledger import Ledger
+from release_pipelines.resources.manifest_files import load_product
+from release_pipelines.resources.migrations import MigrationRunner
 from sqlalchemy import create_engine, text
 
-from release_pipelines.product import load_product
 from release_pipelines.steps import migrate as migrate_steps
 from release_pipelines.steps.context import StepContext
-from resources.ledger import Ledger
-from resources.migrations import MigrationRunner
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "shop" / "release.yaml"
 
@@ -35,7 +35,7 @@ def test_migration_sessions_carry_the_release_id_as_application_name(postgres_ur
 
     def run() -> None:
         try:
-            outcome["results"] = list(migrate_steps.expand(ctx, "shop_db"))
+            outcome["results"] = migrate_steps.expand(ctx, "shop_db")
         except Exception as exc:  # noqa: BLE001 - reported by the assertion below
             outcome["error"] = exc
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from dagster import Definitions
 
-from release_pipelines.definitions import build_definitions
-from release_pipelines.errors import ManifestError
+from release_pipelines.core.errors import ManifestError
+from release_pipelines.orchestration.definitions import build_definitions
 
 ROOT = Path(__file__).resolve().parents[2]
 DAGSTER = str(Path(sys.executable).with_name("dagster"))
@@ -32,7 +32,7 @@ def test_example_definitions_are_loadable() -> None:
 
 def test_dagster_cli_validates_the_code_location(tmp_path) -> None:
     env = {**os.environ, "DAGSTER_HOME": str(tmp_path), "RELEASE_HOME": str(tmp_path)}
-    result = subprocess.run([DAGSTER, "definitions", "validate", "-m", "release_pipelines.definitions"],
+    result = subprocess.run([DAGSTER, "definitions", "validate", "-m", "release_pipelines.code_location"],
                             capture_output=True, text=True, env=env, cwd=ROOT, timeout=180)
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -42,7 +42,7 @@ def test_broken_manifest_fails_the_load_with_the_cli_message(tmp_path) -> None:
     with pytest.raises(ManifestError, match="did you mean 'depends_on'"):
         build_definitions(tmp_path)
     env = {**os.environ, "DAGSTER_HOME": str(tmp_path), "RELEASE_MANIFESTS": str(tmp_path)}
-    result = subprocess.run([DAGSTER, "definitions", "validate", "-m", "release_pipelines.definitions"],
+    result = subprocess.run([DAGSTER, "definitions", "validate", "-m", "release_pipelines.code_location"],
                             capture_output=True, text=True, env=env, cwd=ROOT, timeout=180)
     assert result.returncode != 0
     assert "unknown key 'depnds_on'; did you mean 'depends_on'?" in result.stdout + result.stderr

@@ -10,18 +10,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import Engine
-
-from assets.gates import (
+from release_pipelines.assets.gates import (
     constraint_validity,
     count_rows,
     row_conservation,
     schema_contract,
     types_compatible,
 )
-from assets.great_expectations import read_suite, run_suite
-from release_pipelines.manifest import Table
+from release_pipelines.assets.great_expectations import read_suite, run_suite
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import Engine
+
+from release_pipelines.core.manifest import Table
 
 ROOT = Path(__file__).resolve().parents[2]
 ORDERS_SUITE = ROOT / "examples" / "shop" / "expectations" / "orders.json"

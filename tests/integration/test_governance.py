@@ -13,21 +13,31 @@ import psutil
 import pytest
 from click.testing import CliRunner
 from dagster import AssetKey, DagsterInstance, RunRequest, SkipReason
+from release_pipelines.resources.ledger import Ledger
+from release_pipelines.resources.manifest_files import load_product
 
-from release_pipelines.cli import main
-from release_pipelines.cli_governance import governance_commands
-from release_pipelines.errors import ReleaseError
-from release_pipelines.jobs.approval import approve, build_approval_job
-from release_pipelines.jobs.rehearsal import build_rehearsal_job, previous_version
-from release_pipelines.jobs.release import build_release_job
-from release_pipelines.planner import plan_release
-from release_pipelines.preflight import preflight_problems
-from release_pipelines.product import load_product
-from release_pipelines.schedules import TAG_ACTOR, TAG_REQUEST, records_tick, window_tick
-from release_pipelines.states import ReleaseState as S
-from release_pipelines.windows import break_glass_waiting_for
-from resources.dagster_resources import FlagsResource, LedgerResource, PlatformResource
-from resources.ledger import Ledger
+from release_pipelines.cli.governance import governance_commands
+from release_pipelines.cli.main import main
+from release_pipelines.core.errors import ReleaseError
+from release_pipelines.core.planner import plan_release
+from release_pipelines.core.states import ReleaseState as S
+from release_pipelines.core.windows import break_glass_waiting_for
+from release_pipelines.orchestration.dagster_resources import (
+    FlagsResource,
+    LedgerResource,
+    PlatformResource,
+)
+from release_pipelines.orchestration.jobs.approval import build_approval_job
+from release_pipelines.orchestration.jobs.rehearsal import build_rehearsal_job, previous_version
+from release_pipelines.orchestration.jobs.release import build_release_job
+from release_pipelines.orchestration.schedules import (
+    TAG_ACTOR,
+    TAG_REQUEST,
+    records_tick,
+    window_tick,
+)
+from release_pipelines.steps.approval import approve
+from release_pipelines.steps.preflight import preflight_problems
 
 SHOP_DIR = Path(__file__).resolve().parents[2] / "examples" / "shop"
 TODAY = datetime.now(UTC).date()

@@ -11,18 +11,23 @@ from typing import TypeVar
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from release_pipelines.resources.ledger import DEFAULT_URL, ENV_VAR, Ledger
+from release_pipelines.resources.ledger_schema import (
+    GENESIS_HASH,
+    VERSION_TABLE,
+    event_hash,
+    metadata,
+)
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import IntegrityError
 
-from release_pipelines.errors import (
+from release_pipelines.core.errors import (
     IllegalTransition,
     LedgerError,
     ReleaseAlreadyActive,
     ReleaseError,
 )
-from release_pipelines.states import ReleaseState
-from resources.ledger import DEFAULT_URL, ENV_VAR, Ledger
-from resources.ledger_schema import GENESIS_HASH, VERSION_TABLE, event_hash, metadata
+from release_pipelines.core.states import ReleaseState
 from tests.conftest import _create_database, _drop_database
 
 T = TypeVar("T")

@@ -19,10 +19,10 @@ import httpx
 import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from release_pipelines.resources.local_platform import LocalPlatform
+from release_pipelines.resources.platform import DeployError, DeploymentPlatform
 
-from release_pipelines.manifest import Deploy, Health, LocalDeploy, Manifest, Service
-from resources.local_platform import LocalPlatform
-from resources.platform import DeployError, DeploymentPlatform
+from release_pipelines.core.manifest import Deploy, Health, LocalDeploy, Manifest, Service
 
 SHOP_DIR = Path(__file__).resolve().parents[2] / "examples" / "shop"
 _spec = importlib.util.spec_from_file_location("shop_loadgen", SHOP_DIR / "loadgen.py")
@@ -176,7 +176,7 @@ def test_state_survives_new_instance_and_dead_process_is_noticed(platform: Local
     # Another process (a later Dagster run, the CLI) sees and changes the same services.
     script = (
         "import json, sys; from pathlib import Path;"
-        "from resources.local_platform import LocalPlatform;"
+        "from release_pipelines.resources.local_platform import LocalPlatform;"
         "from tests.integration.test_local_platform import MANIFEST, SHOP_DIR;"
         "p = LocalPlatform(MANIFEST, SHOP_DIR, sys.argv[1]); s = p.set_weight('catalog', 60);"
         "print(json.dumps([s.stable_version, s.canary_version, s.canary_weight, s.healthy]))"

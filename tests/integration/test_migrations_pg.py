@@ -10,14 +10,18 @@ from pathlib import Path
 
 import psycopg2
 import pytest
+from release_pipelines.resources.backfill import PROGRESS_TABLE, backfill
+from release_pipelines.resources.migration_safety import (
+    MigrationError,
+    MigrationLockBusy,
+    PrecheckFailed,
+)
+from release_pipelines.resources.migrations import MigrationLockTimeout, MigrationRunner
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from release_pipelines.manifest import Database
-from release_pipelines.reversibility import check_rollback_plan
-from resources.backfill import PROGRESS_TABLE, backfill
-from resources.migration_safety import MigrationError, MigrationLockBusy, PrecheckFailed
-from resources.migrations import MigrationLockTimeout, MigrationRunner
+from release_pipelines.core.manifest import Database
+from release_pipelines.core.reversibility import check_rollback_plan
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "shop" / "migrations"
 EXPAND = [

@@ -10,8 +10,7 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-
-from resources.notifier import WebhookNotifier, state_change_message
+from release_pipelines.resources.notifier import WebhookNotifier, state_change_message
 
 
 class Receiver:

@@ -12,8 +12,8 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from release_pipelines.jobs.common import TAG_RELEASE
-from release_pipelines.states import ReleaseState
+from release_pipelines.core.states import ReleaseState
+from release_pipelines.orchestration.jobs.common import TAG_RELEASE
 from tests.release_harness import (
     EXAMPLE,
     processes_under,
@@ -113,7 +113,7 @@ def test_release_id_correlates_runs_logs_router_requests_and_readiness(make_shop
         assert "X-Release-Id" not in client.get(endpoint + "/products").headers
 
     # the CLI: and the next release's estimate comes from this rollback's recorded duration
-    from release_pipelines.cli import main
+    from release_pipelines.cli.main import main
 
     out = CliRunner().invoke(main, ["readiness", release.id, "--json", "--manifest", str(shop.manifest)])
     assert out.exit_code == 0, out.output
@@ -138,7 +138,7 @@ def test_a_stable_version_that_spent_its_error_budget_blocks_the_next_release(ma
     message = shop.failure_message(refused)
     assert "orders: error budget spent" in message and "availability 99.50%" in message
     assert shop.active() is None
-    from release_pipelines.cli import main
+    from release_pipelines.cli.main import main
 
     table = CliRunner().invoke(main, ["budgets", "shop", "--manifest", str(shop.manifest)])
     assert table.exit_code == 0, table.output

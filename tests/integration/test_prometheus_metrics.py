@@ -16,14 +16,21 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
+from release_pipelines.resources.metrics import MetricsSnapshot, MetricsUnavailable
+from release_pipelines.resources.prometheus_metrics import (
+    PrometheusMetricsProvider,
+    PromQLTemplates,
+)
+from release_pipelines.resources.router_metrics import RouterMetricsProvider
 
-from release_pipelines.canary import ServiceSeries, decide, judge_service
-from release_pipelines.canary import _counts  # exactly what the sensor keeps per tick
-from release_pipelines.judge import Verdict
-from release_pipelines.manifest import Canary, Deploy, LocalDeploy, Manifest, Service
-from resources.metrics import MetricsSnapshot, MetricsUnavailable
-from resources.prometheus_metrics import PrometheusMetricsProvider, PromQLTemplates
-from resources.router_metrics import RouterMetricsProvider
+from release_pipelines.core.canary import (
+    ServiceSeries,
+    _counts,  # exactly what the sensor keeps per tick
+    decide,
+    judge_service,
+)
+from release_pipelines.core.judge import Verdict
+from release_pipelines.core.manifest import Canary, Deploy, LocalDeploy, Manifest, Service
 from tests.prometheus_server import Processes, PrometheusServer, free_port, wait_until
 
 pytestmark = pytest.mark.slow

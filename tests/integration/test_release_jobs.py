@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from release_pipelines.states import ReleaseState
+from release_pipelines.core.states import ReleaseState
 from tests.release_harness import (
     processes_under,
     promote_config,
@@ -91,7 +91,7 @@ def test_promotion_to_100_makes_canaries_stable_and_turns_flags_on(installed) ->
     assert release.state in (ReleaseState.BAKING, ReleaseState.COMPLETED)
     assert shop.stable("orders") == "1.1.0" and shop.stable("frontend") == "1.1.0"
     assert shop.platform.status("orders").canary_version is None
-    from resources.dagster_resources import FlagsResource
+    from release_pipelines.orchestration.dagster_resources import FlagsResource
 
     assert FlagsResource().for_product(shop.product).get("express-checkout") is True
 

@@ -14,7 +14,7 @@ import pytest
 from dagster import AssetKey
 from sqlalchemy import create_engine, inspect, text
 
-from release_pipelines.states import ReleaseState
+from release_pipelines.core.states import ReleaseState
 from tests.release_harness import processes_under, release_config, rollback_config, shop_environment
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -11,9 +11,9 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
+from release_pipelines.resources.metrics import MetricsUnavailable, VersionMetrics
+from release_pipelines.resources.router_metrics import RouterMetricsProvider, parse_router_metrics
 
-from resources.metrics import MetricsUnavailable, VersionMetrics
-from resources.router_metrics import RouterMetricsProvider, parse_router_metrics
 from tests.prometheus_server import Processes, free_port, stop
 
 SERVICE = "catalog"

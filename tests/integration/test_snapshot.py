@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import pytest
+from release_pipelines.resources.snapshot import (
+    SnapshotError,
+    drop_snapshot,
+    restore_snapshot,
+    take_snapshot,
+)
 from sqlalchemy import create_engine, inspect, text
 
-from release_pipelines.manifest import Table
-from resources.snapshot import SnapshotError, drop_snapshot, restore_snapshot, take_snapshot
+from release_pipelines.core.manifest import Table
 
 ITEMS = Table(name="items")
 

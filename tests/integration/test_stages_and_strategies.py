@@ -13,9 +13,9 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from release_pipelines.environments import environment_products
-from release_pipelines.states import ReleaseState
-from resources.dagster_resources import PlatformResource
+from release_pipelines.core.environments import environment_products
+from release_pipelines.core.states import ReleaseState
+from release_pipelines.orchestration.dagster_resources import PlatformResource
 from tests.release_harness import (
     ROOT,
     processes_under,
@@ -96,7 +96,7 @@ def test_release_goes_staging_then_production_only_after_staging_completed_and_a
     shop = make_shop(STAGES)
     import click
 
-    from release_pipelines.cli_environments import environment_commands
+    from release_pipelines.cli.environments import environment_commands
 
     main = click.Group(commands={c.name: c for c in environment_commands})
 
@@ -133,7 +133,7 @@ def test_release_goes_staging_then_production_only_after_staging_completed_and_a
     # each environment has its own processes, routers and flags
     staging_platform, production_platform = (PlatformResource().for_product(p) for p in (staging, production))
     assert staging_platform.status("catalog").endpoint != production_platform.status("catalog").endpoint
-    from resources.dagster_resources import FlagsResource
+    from release_pipelines.orchestration.dagster_resources import FlagsResource
 
     assert FlagsResource().for_product(production).get("new-listing") is True
     assert FlagsResource().for_product(staging).get("new-listing") is False
@@ -206,7 +206,7 @@ def test_blue_green_switch_and_switch_back_under_load_fail_no_request(make_shop)
         assert release.state is ReleaseState.BAKING  # switched at once; bakes while 1.0.0 stays warm
         status = shop.platform.status("catalog")
         assert (status.stable_version, status.canary_version) == ("1.1.0", None)
-        from resources.blue_green_local import warm_version
+        from release_pipelines.resources.blue_green_local import warm_version
 
         assert warm_version(shop.platform, "catalog") == "1.0.0"
         kinds = [e.kind for e in shop.ledger.events(release.id)]
@@ -267,7 +267,7 @@ def test_named_tenants_reach_the_canary_at_weight_0_and_nobody_else(make_shop) -
     assert served["acme"] == Counter({"1.1.0": 125}) and served["globex"] == Counter({"1.1.0": 125})
     assert served["initech"] == Counter({"1.0.0": 125}) and served["none"] == Counter({"1.0.0": 125})
 
-    from resources.router_metrics import RouterMetricsProvider, tenant_cohorts
+    from release_pipelines.resources.router_metrics import RouterMetricsProvider, tenant_cohorts
 
     provider = RouterMetricsProvider(lambda s: endpoint, cohorts=tenant_cohorts(shop.product.manifest))
     snap = provider.snapshot("catalog", "1.0.0", "1.1.0")

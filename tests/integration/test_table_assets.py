@@ -14,19 +14,20 @@ from dagster import (
     Definitions,
     MetadataValue,
 )
-from sqlalchemy import create_engine, text
-
-from assets.checks import checks_job, gate_check_evaluation, table_asset_checks
-from assets.gates import GateResult
-from assets.tables import (
+from release_pipelines.assets.checks import checks_job, gate_check_evaluation, table_asset_checks
+from release_pipelines.assets.gates import GateResult
+from release_pipelines.assets.tables import (
     TableAssetTranslator,
     lineage,
     service_asset_specs,
     table_asset_specs,
     table_materialization,
 )
-from release_pipelines.manifest import Database, Table
-from release_pipelines.manifest_loader import load_manifest, parse_manifest
+from release_pipelines.resources.manifest_files import load_manifest
+from sqlalchemy import create_engine, text
+
+from release_pipelines.core.manifest import Database, Table
+from release_pipelines.core.manifest_loader import parse_manifest
 
 SHOP_DIR = Path(__file__).resolve().parents[2] / "examples" / "shop"
 ORDERS = AssetKey(["shop_db", "public", "orders"])

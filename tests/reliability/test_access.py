@@ -10,14 +10,15 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from dagster import DagsterInstance
+from release_pipelines.resources.manifest_files import load_product
 
-from release_pipelines.cli import main
-from release_pipelines.definitions import build_definitions
-from release_pipelines.errors import ReleaseError
-from release_pipelines.jobs.approval import approve, build_approval_job
-from release_pipelines.product import load_product
-from release_pipelines.states import ReleaseState
-from resources.dagster_resources import LedgerResource, PlatformResource
+from release_pipelines.cli.main import main
+from release_pipelines.core.errors import ReleaseError
+from release_pipelines.core.states import ReleaseState
+from release_pipelines.orchestration.dagster_resources import LedgerResource, PlatformResource
+from release_pipelines.orchestration.definitions import build_definitions
+from release_pipelines.orchestration.jobs.approval import build_approval_job
+from release_pipelines.steps.approval import approve
 from tests.release_harness import QUIET, ROOT, processes_under
 
 TODAY = datetime.now(UTC).date()

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 from dagster import DagsterInstance
+from release_pipelines.resources import settings
 
-from release_pipelines import settings
-from release_pipelines.states import ReleaseState
-from resources.dagster_resources import LedgerResource, PlatformResource
+from release_pipelines.core.states import ReleaseState
+from release_pipelines.orchestration.dagster_resources import LedgerResource, PlatformResource
 from tests.release_harness import EXAMPLE, QUIET, Shop, processes_under, release_config
 
 pytestmark = pytest.mark.postgres
@@ -40,9 +40,9 @@ def env(postgres_url, tmp_path, monkeypatch):
     for shop in shops:
         shop.stop()
     LedgerResource().open().close()
-    from resources.dagster_resources import _ledger
+    from release_pipelines.resources.clients import ledger_at
 
-    _ledger.cache_clear()
+    ledger_at.cache_clear()
     assert not processes_under(home)
 
 

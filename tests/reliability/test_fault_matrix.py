@@ -31,13 +31,21 @@ from dataclasses import dataclass
 
 import pytest
 from dagster import DagsterEventType, build_run_status_sensor_context
+from release_pipelines.resources.migrations import MigrationRunner
 from sqlalchemy import create_engine, text
 
-from release_pipelines.states import ReleaseState
-from resources.migrations import MigrationRunner
+from release_pipelines.core.states import ReleaseState
 from tests.release_harness import Shop, promote_config, release_config, rollback_config, send_load
 from tests.reliability.conftest import record
-from tests.reliability.faults import PgShop, build_pg_shop, columns, fingerprint, revision, terminate_backends, wait_for
+from tests.reliability.faults import (
+    PgShop,
+    build_pg_shop,
+    columns,
+    fingerprint,
+    revision,
+    terminate_backends,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -143,7 +151,7 @@ def to_last_step(pg: PgShop) -> str:
 
 
 def approve_contract(pg: PgShop, release_id: str) -> None:
-    from release_pipelines.jobs.approval import approve
+    from release_pipelines.steps.approval import approve
 
     approve(pg.shop.product.manifest, pg.shop.ledger, release_id, "contract", "alice", "fault matrix")
 

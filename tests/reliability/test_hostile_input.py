@@ -21,13 +21,14 @@ import yaml
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from release_pipelines.resources.manifest_files import load_manifest
 
-from release_pipelines.cli import main
-from release_pipelines.errors import ManifestError, PlanError
-from release_pipelines.jobs.release import ReleaseConfig
-from release_pipelines.manifest import Manifest
-from release_pipelines.manifest_loader import load_manifest, parse_manifest
-from release_pipelines.planner import plan_release
+from release_pipelines.cli.main import main
+from release_pipelines.core.errors import ManifestError, PlanError
+from release_pipelines.core.manifest import Manifest
+from release_pipelines.core.manifest_loader import parse_manifest
+from release_pipelines.core.planner import plan_release
+from release_pipelines.orchestration.jobs.release import ReleaseConfig
 from tests.release_harness import EXAMPLE
 
 CORPUS = sorted((Path(__file__).parent / "corpus").glob("*.yaml"))

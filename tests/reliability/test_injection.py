@@ -11,13 +11,24 @@ import sys
 from pathlib import Path
 
 import pytest
+from release_pipelines.assets.gates import count_rows, schema_contract
+from release_pipelines.resources.command_platform import (
+    CommandPlatform,
+    CommandRunner,
+    UnsafeValueError,
+)
+from release_pipelines.resources.manifest_files import load_manifest
 from sqlalchemy import create_engine, text
 
-from assets.gates import count_rows, schema_contract
-from release_pipelines.errors import ManifestError
-from release_pipelines.manifest import CommandDeploy, Deploy, Manifest, Platform, Service, Table
-from release_pipelines.manifest_loader import load_manifest
-from resources.command_platform import CommandPlatform, CommandRunner, UnsafeValueError
+from release_pipelines.core.errors import ManifestError
+from release_pipelines.core.manifest import (
+    CommandDeploy,
+    Deploy,
+    Manifest,
+    Platform,
+    Service,
+    Table,
+)
 
 HOSTILE_TABLES = ["orders; drop table x", 'or"ders', "orders--", "orders/*", "Orders", "1orders", "orders x",
                   "orders'", "pg_catalog.pg_class", "ордеры", ""]
@@ -119,8 +130,8 @@ def test_unsafe_version_is_refused_before_anything_runs(tmp_path: Path, version:
 
 @pytest.mark.parametrize("version", ["1.0.0\n", "1.0.0\n--help"])
 def test_local_platform_refuses_a_version_with_a_newline(tmp_path: Path, version: str) -> None:
-    from resources.local_platform import LocalPlatform
-    from resources.platform import DeployError
+    from release_pipelines.resources.local_platform import LocalPlatform
+    from release_pipelines.resources.platform import DeployError
 
     manifest = Manifest.model_validate({"product": "shop", "services": [
         {"name": "orders", "deploy": {"local": {"command": [str(_recorder(tmp_path)), "{version}"]}}}]})
@@ -141,7 +152,7 @@ def test_template_metacharacters_reach_argv_literally(tmp_path: Path) -> None:
 
 def test_local_platform_argv_is_literal_too(tmp_path: Path) -> None:
     """The local platform's argv template: the same literal text, no shell."""
-    from resources.local_platform import LocalPlatform
+    from release_pipelines.resources.local_platform import LocalPlatform
 
     mark = tmp_path / "pwned"
     literal = LITERAL.format(mark=mark)

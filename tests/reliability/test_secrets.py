@@ -15,13 +15,13 @@ from datetime import UTC, datetime
 import pytest
 from click.testing import CliRunner
 from dagster._serdes import serialize_value
+from release_pipelines.resources.notifier import WebhookNotifier
 from sqlalchemy import MetaData, create_engine, text
 from sqlalchemy.engine import make_url
 
-from release_pipelines.cli import main
-from release_pipelines.records import render_release_notes
-from release_pipelines.schedules import records_tick
-from resources.notifier import WebhookNotifier
+from release_pipelines.cli.main import main
+from release_pipelines.core.records import render_release_notes
+from release_pipelines.orchestration.schedules import records_tick
 from tests.conftest import _create_database, _drop_database
 from tests.release_harness import ROOT, Shop, processes_under, release_config, rollback_config
 
@@ -73,9 +73,9 @@ def secret_env(postgres_server_url, tmp_path, monkeypatch):
     finally:
         shop.stop()
         shop.ledger.close()
-        from resources.dagster_resources import _ledger
+        from release_pipelines.resources.clients import ledger_at
 
-        _ledger.cache_clear()
+        ledger_at.cache_clear()
         for url in urls:
             _drop_database(postgres_server_url, url)
         with admin.connect() as conn:

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from release_pipelines.resources.manifest_files import load_manifest
 
-from release_pipelines.canary import carry_cursor, decide_bake, series_totals
-from release_pipelines.judge import Verdict
-from release_pipelines.judge_errors import judge_against_reference
-from release_pipelines.manifest_loader import load_manifest
+from release_pipelines.core.canary import carry_cursor, decide_bake, series_totals
+from release_pipelines.core.judge import Verdict
+from release_pipelines.core.judge_errors import judge_against_reference
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "shop" / "release.yaml"
 F, I = Verdict.failed, Verdict.inconclusive

@@ -5,16 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from release_pipelines.resources.manifest_files import load_manifest
 
-from release_pipelines.budgets import (
+from release_pipelines.core.budgets import (
     budget_problem,
     budget_status,
     error_budget,
     memory_room_problem,
     slow_requests,
 )
-from release_pipelines.manifest import Slo
-from release_pipelines.manifest_loader import load_manifest, parse_manifest
+from release_pipelines.core.manifest import Slo
+from release_pipelines.core.manifest_loader import parse_manifest
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "shop" / "release.yaml"
 SLO = Slo(availability=0.995, latency_ms=300, latency_target=0.99, window_requests=10000)

@@ -1,4 +1,4 @@
-"""release_pipelines.canary.decide: how services' series combine into one release decision.
+"""release_pipelines.core.canary.decide: how services' series combine into one release decision.
 
 Series are what the canary sensor keeps: one cumulative read per tick per side,
 [requests, errors, [[le, count], ...]], oldest first; a read with no data is [0, 0, []].
@@ -10,11 +10,17 @@ import math
 from dataclasses import dataclass
 
 import pytest
+from release_pipelines.resources.metrics import VersionMetrics
 
-from release_pipelines.canary import ServiceSeries, _buckets, append_read, decide, judge_service
-from release_pipelines.judge import Verdict
-from resources.metrics import VersionMetrics
-from release_pipelines.manifest import (
+from release_pipelines.core.canary import (
+    ServiceSeries,
+    _buckets,
+    append_read,
+    decide,
+    judge_service,
+)
+from release_pipelines.core.judge import Verdict
+from release_pipelines.core.manifest import (
     Analysis,
     AnalysisMetric,
     Canary,

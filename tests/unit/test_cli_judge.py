@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from release_pipelines.cli_judge import judge_command
+from release_pipelines.cli.judge import judge_command
 
 
 def run(tmp_path: Path, baseline: str, canary: str, *args: str):

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from release_pipelines.delivery_metrics import delivery_metrics
+from release_pipelines.core.delivery_metrics import delivery_metrics
 
 NOW = datetime(2026, 11, 26, 12, tzinfo=UTC)
 

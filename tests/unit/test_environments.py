@@ -5,17 +5,14 @@ from __future__ import annotations
 
 import pytest
 from pydantic import ValidationError
+from release_pipelines.resources.ledger import Ledger
 
-from release_pipelines.environments import (
-    ProductName,
-    entry_problems,
-    environment_products,
-)
-from release_pipelines.errors import ReleaseAlreadyActive
-from release_pipelines.manifest import Manifest, Strategy
-from release_pipelines.product import Product
-from release_pipelines.states import ReleaseState as S
-from resources.ledger import Ledger
+from release_pipelines.core.environments import ProductName, environment_products
+from release_pipelines.core.errors import ReleaseAlreadyActive
+from release_pipelines.core.manifest import Manifest, Strategy
+from release_pipelines.core.product import Product
+from release_pipelines.core.states import ReleaseState as S
+from release_pipelines.steps.environments import entry_problems
 
 BASE = {
     "product": "shop",

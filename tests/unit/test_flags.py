@@ -10,9 +10,9 @@ import pytest
 from openfeature import api
 from openfeature.exception import ErrorCode
 from openfeature.flag_evaluation import Reason
+from release_pipelines.resources.flags import FlagError, FlagFileProvider, FlagStore
 
-from release_pipelines.manifest import Flag
-from resources.flags import FlagError, FlagFileProvider, FlagStore
+from release_pipelines.core.manifest import Flag
 
 
 def _flag(name: str, default: bool = False) -> Flag:

@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_asset_modules_do_not_import_great_expectations() -> None:
     code = (
-        "import sys, assets.tables, assets.checks, assets.gates, assets.great_expectations\n"
+        "import sys, release_pipelines.assets.tables, release_pipelines.assets.checks, release_pipelines.assets.gates, release_pipelines.assets.great_expectations\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] == 'great_expectations'))"
     )
     out = subprocess.run(

@@ -13,7 +13,7 @@ import math
 import numpy as np
 import pytest
 
-from release_pipelines.judge import (
+from release_pipelines.core.judge import (
     MetricVerdict,
     NonCriticalPolicy,
     OverallVerdict,
@@ -22,16 +22,16 @@ from release_pipelines.judge import (
     judge_overall,
     judge_resource,
 )
-from release_pipelines.judge_errors import (
-    rate_bounds,
+from release_pipelines.core.judge_errors import (
     FAIL,
     PASS,
     Bucket,
     buckets_from_cumulative,
     judge_errors,
+    rate_bounds,
     ratio_test_path,
 )
-from release_pipelines.judge_latency import (
+from release_pipelines.core.judge_latency import (
     ROUTER_BUCKETS,
     HistogramLook,
     LatencyLook,
@@ -40,7 +40,7 @@ from release_pipelines.judge_latency import (
     judge_latency_histograms,
     tail_counts,
 )
-from release_pipelines.manifest import Direction, MetricKind, OnDeadline
+from release_pipelines.core.manifest import Direction, MetricKind, OnDeadline
 
 ALPHA = 0.05
 CANARIES, TICKS = 300, 200

@@ -6,9 +6,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from release_pipelines.resources.migration_render import lint_script, render_revisions
 
-from release_pipelines.linter import RULES, RevisionSQL, lint_revisions, lint_sql
-from resources.migration_render import lint_script, render_revisions
+from release_pipelines.core.linter import RULES, RevisionSQL, lint_revisions, lint_sql
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "shop" / "migrations"
 

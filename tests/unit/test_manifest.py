@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from release_pipelines.resources.manifest_files import load_manifest
 
-from release_pipelines.errors import ManifestError
-from release_pipelines.manifest_loader import load_manifest, parse_manifest
+from release_pipelines.core.errors import ManifestError
+from release_pipelines.core.manifest_loader import parse_manifest
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "shop" / "release.yaml"

@@ -6,9 +6,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from release_pipelines.errors import ManifestError
-from release_pipelines.manifest import Manifest
-from release_pipelines.manifest_loader import parse_manifest
+from release_pipelines.core.errors import ManifestError
+from release_pipelines.core.manifest import Manifest
+from release_pipelines.core.manifest_loader import parse_manifest
 
 KEYS = ["product", "services", "name", "depends_on", "deploy", "local", "command", "canary", "steps",
         "databases", "url", "migrations", "tables", "flags", "windows", "approvals", "health", "contract",

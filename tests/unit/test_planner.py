@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from release_pipelines.resources.manifest_files import load_manifest
 
-from release_pipelines.errors import PlanError
-from release_pipelines.graph import find_cycle, waves
-from release_pipelines.manifest_loader import load_manifest, parse_manifest
-from release_pipelines.planner import StepKind, plan_release
+from release_pipelines.core.errors import PlanError
+from release_pipelines.core.graph import find_cycle, waves
+from release_pipelines.core.manifest_loader import parse_manifest
+from release_pipelines.core.planner import StepKind, plan_release
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "shop" / "release.yaml"
 STABLE = {"catalog": "1.0.0", "orders": "1.0.0", "frontend": "1.0.0"}

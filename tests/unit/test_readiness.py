@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from release_pipelines.resources.manifest_files import load_manifest
 
-from release_pipelines.manifest_loader import load_manifest
-from release_pipelines.readiness import (
+from release_pipelines.core.readiness import (
     DEFAULT_MIGRATION_SECONDS,
     Readiness,
     assess,
@@ -116,9 +116,10 @@ def test_unknown_migration_duration_uses_the_per_revision_default(shop) -> None:
 def test_the_phase_observation_never_fails_the_release_step() -> None:
     from types import SimpleNamespace
 
-    from release_pipelines.jobs.common import readiness_observation
-    from release_pipelines.product import load_product
-    from release_pipelines.states import ReleaseState
+    from release_pipelines.resources.manifest_files import load_product
+
+    from release_pipelines.core.states import ReleaseState
+    from release_pipelines.orchestration.jobs.common import readiness_observation
 
     class BrokenLedger:
         def get(self, release_id):

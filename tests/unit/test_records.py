@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from release_pipelines.records import duration_text, record_metadata, render_release_notes
-from release_pipelines.states import ReleaseState as S
-from resources.ledger import Ledger
+from release_pipelines.resources.ledger import Ledger
+
+from release_pipelines.core.records import duration_text, record_metadata, render_release_notes
+from release_pipelines.core.states import ReleaseState as S
 
 
 def _released(book: Ledger) -> str:

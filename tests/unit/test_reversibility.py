@@ -6,11 +6,10 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from release_pipelines.resources.migrations import analyze_revision_file, load_revisions
 
-from release_pipelines.manifest import Database, RollbackStrategy
-from release_pipelines.reversibility import (
-    analyze_revision_file,
-    analyze_script_location,
+from release_pipelines.core.manifest import Database, RollbackStrategy
+from release_pipelines.core.reversibility import (
     check_rollback_plan,
 )
 
@@ -55,7 +54,7 @@ def test_a_downgrade_that_does_something_is_reversible(tmp_path: Path) -> None:
 
 
 def test_example_revisions_are_all_reversible() -> None:
-    report = analyze_script_location(EXAMPLE)
+    report = load_revisions(EXAMPLE)
     assert len(report) == 6
     assert all(r.reversible for r in report)
 
@@ -78,6 +77,6 @@ def test_rollback_plan_refuses_downgrade_over_an_irreversible_revision(tmp_path:
     assert check_rollback_plan(_database(RollbackStrategy.roll_forward), [irreversible]) == []
     assert check_rollback_plan(_database(RollbackStrategy.snapshot), [irreversible]) == []
     assert (
-        check_rollback_plan(_database(RollbackStrategy.downgrade), analyze_script_location(EXAMPLE))
+        check_rollback_plan(_database(RollbackStrategy.downgrade), load_revisions(EXAMPLE))
         == []
     )

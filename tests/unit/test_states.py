@@ -6,8 +6,8 @@ import itertools
 
 import pytest
 
-from release_pipelines.errors import IllegalTransition
-from release_pipelines.states import (
+from release_pipelines.core.errors import IllegalTransition
+from release_pipelines.core.states import (
     ACTIVE_STATES,
     POINT_OF_NO_RETURN,
     TERMINAL_STATES,

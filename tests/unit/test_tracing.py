@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 from dagster import Failure
+from release_pipelines.resources import tracing
 
-from release_pipelines import tracing
-from release_pipelines.errors import ReleaseError
-from release_pipelines.jobs.common import failing_clearly
+from release_pipelines.core.errors import ReleaseError
+from release_pipelines.orchestration.jobs.common import failing_clearly
 
 pytest.importorskip("opentelemetry.sdk.trace")
 

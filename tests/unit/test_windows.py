@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from release_pipelines.manifest import AllowedSlot, ApprovalRule, Freeze, Windows
-from release_pipelines.windows import (
+from release_pipelines.core.manifest import AllowedSlot, ApprovalRule, Freeze, Windows
+from release_pipelines.core.windows import (
     break_glass_waiting_for,
     launch_window_problem,
     next_opening,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from resources.backfill import backfill
+from release_pipelines.resources.backfill import backfill
 
 revision = "0002_order_totals"
 down_revision = "0001_tables"

@@ -1,0 +1,1 @@
+"""Dagster components: add releases to a `dg` project with one `defs.yaml`."""

@@ -1,0 +1,178 @@
+"""What every release op shares: tags, naming, the step context, and turning errors into Failures."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Callable, Iterator
+
+from dagster import (
+    AssetCheckEvaluation,
+    AssetKey,
+    AssetMaterialization,
+    AssetObservation,
+    Failure,
+    GraphDefinition,
+    MetadataValue,
+    NodeInvocation,
+    OpExecutionContext,
+)
+
+from release_pipelines.assets.checks import gate_check_evaluation
+from release_pipelines.assets.tables import table_materialization
+from release_pipelines.core.errors import ReleaseError
+from release_pipelines.core.product import Product
+from release_pipelines.core.readiness import Readiness, RollbackReadiness
+from release_pipelines.resources import settings
+from release_pipelines.resources.tracing import release_span
+from release_pipelines.steps import gates as gate_steps
+from release_pipelines.steps.context import StepContext
+from release_pipelines.steps.migrate import MigrationOutcome
+from release_pipelines.steps.readiness import readiness_for
+
+TAG_PRODUCT = "release/product"
+TAG_RELEASE = "release/id"
+TAG_KIND = "release/job"
+USER_TAG = "dagster/user"  # set by Dagster+ / authenticated webservers when a person launches
+
+
+def op_name(prefix: str, name: str) -> str:
+    """Dagster names allow [A-Za-z0-9_]; manifest names may contain '-'."""
+    return f"{prefix}_{re.sub(r'[^A-Za-z0-9_]', '_', name)}"
+
+
+def actor_of(context: OpExecutionContext) -> str:
+    return context.run.tags.get(USER_TAG) or context.run.tags.get("release/actor") or settings.identity()
+
+
+def release_prefix(release_id: str) -> str:
+    """The correlation prefix of every log line an op writes for a release."""
+    return f"[release {release_id}] "
+
+
+def release_log(context: OpExecutionContext, release_id: str, level: str = "info") -> Callable[[str], None]:
+    """`context.log.<level>` with the `[release <id>]` prefix (the release id is the correlation id)."""
+    write = getattr(context.log, level)
+    prefix = release_prefix(release_id)
+
+    def log(message: str) -> None:
+        write(message if message.startswith(prefix) else prefix + message)
+
+    return log
+
+
+def step_context(context: OpExecutionContext, product: Product, ledger, release_id: str) -> StepContext:
+    return StepContext(
+        product=product,
+        ledger=ledger,
+        release_id=release_id,
+        actor=actor_of(context),
+        run_id=context.run_id,
+        log=release_log(context, release_id),
+    )
+
+
+def tag_run(context: OpExecutionContext, product: Product, release_id: str) -> None:
+    """Tag the run with product and release so the UI can filter and sensors can find it."""
+    context.instance.add_run_tags(context.run_id, {TAG_PRODUCT: product.name, TAG_RELEASE: release_id})
+
+
+@contextlib.contextmanager
+def failing_clearly(ctx: StepContext | None, what: str) -> Iterator[None]:
+    """Record a failed step in the ledger and fail the op with the project's own message.
+
+    Also the step's OpenTelemetry span (`release_pipelines.tracing`; a no-op unless configured)."""
+    with release_span(what, ctx.release_id if ctx else None, product=ctx.product.name if ctx else None):
+        try:
+            yield
+        except ReleaseError as exc:
+            if ctx is not None:
+                ctx.record("step:failed", step=what, error=str(exc))
+            raise Failure(description=f"{what}: {exc}") from None
+
+
+def service_materialization(product: Product, service: str, status, release_id: str, note: str) -> AssetMaterialization:
+    """`services/<name>` with the versions that run and the canary's share of traffic."""
+    return AssetMaterialization(
+        asset_key=AssetKey(["services", service]),
+        description=note,
+        metadata={
+            "release_id": release_id,
+            "product": product.name,
+            "stable_version": status.stable_version or "",
+            "canary_version": status.canary_version or "",
+            "canary_weight": MetadataValue.int(int(status.canary_weight)),
+            "note": note,
+        },
+    )
+
+
+def migration_materializations(outcome: MigrationOutcome) -> Iterator[AssetMaterialization]:
+    """One materialization per declared table a migration step changed."""
+    for change in outcome.tables:
+        yield table_materialization(outcome.database, change.table, outcome.from_revision, outcome.to_revision,
+                                    change.statements, change.duration_s, change.row_count, change.columns)
+
+
+def gate_evaluations(ctx: StepContext, database: str, rows_before: dict[str, int]) -> Iterator[AssetCheckEvaluation]:
+    """Run the database's gates and yield each verdict as an asset check evaluation, then stop on a
+    blocking failure (yielded first: an event logged before a raise would be lost)."""
+    results = gate_steps.run_gates(ctx, database, rows_before)
+    yield from (gate_check_evaluation(r) for r in results)
+    gate_steps.stop_on_blocking_failures(results)
+
+
+def readiness_observation(product: Product, ledger, release_id: str, phase: str) -> AssetObservation:
+    """`releases/<product>` with the release's rollback readiness, emitted when it changes phase."""
+    release = ledger.get(release_id)
+    try:
+        readiness = readiness_for(ledger, product, release)
+    except Exception as exc:  # noqa: BLE001 - an observation must never fail the release step
+        readiness = RollbackReadiness(Readiness.degraded, None, (f"readiness unknown: {type(exc).__name__}: {exc}",),
+                                      "unavailable")
+    return AssetObservation(
+        asset_key=AssetKey(["releases", product.name]),
+        description=f"release {release_id} {phase}: rollback {readiness.level.value}",
+        metadata={
+            "release_id": release_id,
+            "phase": phase,
+            "state": release.state.value,
+            "rollback_readiness": readiness.level.value,
+            "rollback_estimated_seconds": MetadataValue.float(float(readiness.estimated_seconds or 0.0)),
+            "rollback_estimate_from": readiness.estimate_from,
+            "rollback_reasons": MetadataValue.md("\n".join(f"- {r}" for r in readiness.reasons) or "every step is reversible"),
+        },
+    )
+
+
+def error_budget_observation(product: Product, service: str, status, release_id: str = "") -> AssetObservation:
+    """`services/<name>` with the remaining error budget (a `budgets.BudgetStatus`), for the UI plot."""
+    return AssetObservation(
+        asset_key=AssetKey(["services", service]),
+        description=f"{service}: {status.remaining:.0%} of the error budget left",
+        metadata={
+            "release_id": release_id,
+            "error_budget_remaining": MetadataValue.float(float(status.remaining)),
+            "error_budget_requests": MetadataValue.int(int(status.requests)),
+            "error_budget_errors": MetadataValue.int(int(status.errors)),
+            "error_budget_slow": MetadataValue.int(int(status.slow)),
+        },
+    )
+
+
+def product_job(product: Product, name: str, description: str, node_defs: list, dependencies: dict,
+                kind: str, executor_def=None):
+    """A job whose op definitions are named `<product>__<op>` but invoked under their short names.
+
+    Dagster needs op definition names unique across a code location, and every product builds
+    ops called `preflight`, `promote_step`...; the alias keeps run config (`ops: {preflight: ...}`)
+    and the graph view readable.
+    """
+    renamed = [d.with_replaced_properties(name=f"{product.name}__{d.name}") for d in node_defs]
+    invocations = {
+        NodeInvocation(f"{product.name}__{d.name}", alias=d.name): dict(dependencies.get(d.name, {}))
+        for d in node_defs
+    }
+    graph = GraphDefinition(name=f"{product.name}_{name}", description=description, node_defs=renamed,
+                            dependencies=invocations)
+    return graph.to_job(tags={TAG_PRODUCT: product.name, TAG_KIND: kind}, executor_def=executor_def)
