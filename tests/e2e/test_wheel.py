@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def run(*args: str | Path, cwd: Path | None = None, env: dict[str, str] | None = None) -> str:
-    result = subprocess.run([str(a) for a in args], cwd=cwd, env=env, capture_output=True, text=True)
+    result = subprocess.run([str(a) for a in args], cwd=cwd, env=env, capture_output=True, text=True, check=False)
     assert result.returncode == 0, f"{args}\n{result.stdout}\n{result.stderr}"
     return result.stdout
 
@@ -90,13 +90,13 @@ def test_installs_beside_a_distribution_and_a_project_with_their_own_assets(
     shutil.copytree(ROOT / "examples" / "shop", project / "release", ignore=shutil.ignore_patterns("__pycache__"))
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "RELEASE_HOME": str(tmp_path / "home"),
            "RELEASE_MANIFESTS": str(project / "release" / "release.yaml")}
-    probe = textwrap.dedent("""\
+    probe = textwrap.dedent(f"""\
         import assets, assets.checks, resources, release_pipelines.code_location as location
         import release_pipelines, release_pipelines.assets.checks as ours
         print(assets.OWNER, '|', assets.checks.WHOSE, '|', resources.OWNER)
-        print(release_pipelines.__file__.startswith(%r))
+        print(release_pipelines.__file__.startswith({str(venv)!r}))
         print(ours.__name__, sorted(j.name for j in location.defs.jobs)[:2])
-    """ % str(venv))
+    """)
     lines = run(python, "-c", probe, cwd=project, env=env).splitlines()
     assert lines[0] == "the user | the user | the user"
     assert lines[1] == "True"  # our package comes from the wheel, not from a source checkout
@@ -121,6 +121,7 @@ def test_without_manifests_the_code_location_says_how_to_point_it_at_one(
     (site / "project-deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     run(python, "-m", "pip", "install", "-q", "--no-deps", "--no-index", wheels["ours"])
     result = subprocess.run([str(python), "-c", "import release_pipelines.code_location"], cwd=tmp_path,
-                            env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}, capture_output=True, text=True)
+                            env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}, capture_output=True, text=True,
+                            check=False)
     assert result.returncode != 0
     assert "RELEASE_MANIFESTS: not set, and there is no example product beside the package" in result.stderr
