@@ -1,38 +1,62 @@
 """Fill a column of a live table without holding locks for long: keyset batches on the integer
-primary key, one short transaction per batch, resumable, throttled.
+primary key, one short transaction per batch, sized by time, resumable, throttled.
 
 Usable from an Alembic revision (``backfill(op.get_bind(), ...)`` inside
 ``op.get_context().autocommit_block()``, so each batch commits on its own) and from a Dagster
 op (pass an Engine). Progress is kept in ``release_backfill_progress`` in the target database
-so a backfill interrupted half-way resumes after the last committed key; the row is deleted
-when the backfill completes, so a later re-run (after a downgrade) starts from the beginning.
+so a backfill interrupted half-way (even by kill -9) resumes after the last committed key; the
+row is deleted when the backfill completes, so a later re-run (after a downgrade) starts from
+the beginning.
+
+On PostgreSQL each batch is ONE statement and one round trip: a CTE selects the next keys,
+updates them, records the progress row and returns the last key, committed by the server in
+autocommit. Batches are sized by time, as gh-ost and pt-online-schema-change size their chunks:
+a batch grows while it takes less than `target_batch_s` and shrinks when it takes longer, when
+another session has been waiting for a lock (most likely ours) or when a replica lags. The
+probe for those two signals runs at most every `probe_interval_s`, not after every batch.
+
+Which rows: the key range is read once, in a REPEATABLE READ snapshot when the backfill
+starts (pgroll's approach), and kept in the progress row across resumes - so the backfill
+finishes however fast rows keep arriving. Rows inserted after the start (keys above the range)
+are not visited: the revision must give them the value before the backfill starts (a column
+DEFAULT, or a trigger), or the new release writes the column itself.
 """
 
 from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 
 from release_pipelines.resources.migration_safety import is_retryable
-from sqlalchemy import text
-from sqlalchemy.engine import Connection, Engine, Row
+from sqlalchemy import inspect, text
+from sqlalchemy.engine import Connection, Engine
 
 from release_pipelines.core.errors import ReleaseError
 
 PROGRESS_TABLE = "release_backfill_progress"
 
-progress_reporter: ContextVar[Callable[[str, int, int], None] | None] = ContextVar("progress_reporter", default=None)
+progress_reporter: ContextVar[Callable[[str, int, int], None] | None] = ContextVar(
+    "progress_reporter", default=None
+)
 """Who hears about backfills that run deep inside an Alembic revision: the migrate step sets it
 for the duration of a migration, so progress reaches the Dagster log without the revision
 knowing about Dagster. Called with (job, rows_done, rows_total) after each batch."""
 _SAVE = (
-    f"INSERT INTO {PROGRESS_TABLE} (job, last_key, rows_done) VALUES (:job, :upto, :done)"
+    f"INSERT INTO {PROGRESS_TABLE} (job, last_key, upper_key, rows_done)"
+    " VALUES (:job, :upto, :upper, :done)"
     " ON CONFLICT (job) DO UPDATE SET last_key = excluded.last_key,"
     " rows_done = excluded.rows_done, updated_at = CURRENT_TIMESTAMP"
+)
+# Other sessions waiting for a lock (longest wait, seconds) and the worst replica's replay lag.
+_PROBE = (
+    "SELECT coalesce(max(extract(epoch FROM clock_timestamp() - query_start)), 0)::float8,"
+    " (SELECT coalesce(max(extract(epoch FROM replay_lag)), 0)::float8 FROM pg_stat_replication)"
+    " FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
+    " AND pid <> pg_backend_pid()"
 )
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?$")
 
@@ -50,17 +74,25 @@ class BackfillResult:
     batches: int
     resumed_after: int | None
     duration_s: float
+    batch_sizes: tuple[int, ...] = ()
+    """The size of each batch in order (how the time-based sizing moved)."""
 
 
-def _transaction(bind: Connection | Engine) -> AbstractContextManager[Connection]:
-    """One short transaction: a fresh one per call on an Engine; on an AUTOCOMMIT Connection
-    each statement commits by itself (the batch UPDATE is a single statement)."""
-    return bind.begin() if isinstance(bind, Engine) else nullcontext(bind)
+@dataclass
+class BatchSizer:
+    """Time-based batch size: aim each batch at `target_s`; halve on a lock-wait or lag signal."""
 
+    size: int
+    target_s: float
+    min_size: int
+    max_size: int
 
-def _first(bind: Connection | Engine, sql: str, params: dict | None = None) -> Row | None:
-    with _transaction(bind) as conn:
-        return conn.execute(text(sql), params or {}).first()
+    def after_batch(self, seconds: float) -> None:
+        factor = min(2.0, max(0.25, self.target_s / max(seconds, 1e-4)))
+        self.size = max(self.min_size, min(self.max_size, int(self.size * factor)))
+
+    def back_off(self) -> None:
+        self.size = max(self.min_size, self.size // 2)
 
 
 def _check_bind(bind: Connection | Engine) -> None:
@@ -75,16 +107,15 @@ def _check_bind(bind: Connection | Engine) -> None:
         )
 
 
-def _lock_waiters(bind: Connection | Engine) -> int:
-    """Sessions of this database waiting for a lock: the signal to slow down (PostgreSQL only)."""
-    if bind.dialect.name != "postgresql":
-        return 0
-    row = _first(
-        bind,
-        "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
-        " WHERE NOT l.granted AND a.datname = current_database()",
-    )
-    return int(row[0])
+@contextmanager
+def _autocommit(bind: Connection | Engine) -> Iterator[Connection]:
+    """One connection for the whole backfill, each statement its own transaction: no BEGIN and
+    COMMIT round trips around a batch."""
+    if isinstance(bind, Connection):
+        yield bind
+        return
+    with bind.connect() as conn:
+        yield conn.execution_options(isolation_level="AUTOCOMMIT")
 
 
 def backfill(
@@ -96,18 +127,27 @@ def backfill(
     key: str = "id",
     job: str | None = None,
     batch_size: int = 1000,
+    target_batch_s: float = 0.1,
+    min_batch_size: int = 100,
+    max_batch_size: int = 100_000,
+    probe_interval_s: float = 0.5,
+    max_lock_wait_s: float = 0.05,
+    max_replica_lag_s: float = 1.5,
     sleep_s: float = 0.0,
     max_backoff_s: float = 5.0,
     max_lock_retries: int = 10,
     progress: Callable[[int, int], None] | None = None,
 ) -> BackfillResult:
-    """UPDATE `table` SET `set_sql` WHERE `where_sql`, in batches of `batch_size` keys.
+    """UPDATE `table` SET `set_sql` WHERE `where_sql`, in key batches starting at `batch_size`.
 
     `set_sql`/`where_sql` are SQL fragments written by the migration author (not user input).
     `where_sql` should exclude rows already done (e.g. ``col IS NULL``) so a re-run is harmless.
-    Rows inserted after the start are not visited: the new release must write them itself.
-    Between batches it sleeps `sleep_s`, and backs off (doubling up to `max_backoff_s`) while
-    other sessions wait for locks or a batch hits a lock timeout.
+    Batches then grow or shrink to take about `target_batch_s` (between `min_batch_size` and
+    `max_batch_size`); they halve when another session has waited longer than `max_lock_wait_s`
+    for a lock or a replica lags more than `max_replica_lag_s` (gh-ost's default 1.5 s), and
+    the backfill then pauses for a batch's time (or the lag, up to `max_backoff_s`). `sleep_s`
+    is a fixed pause between batches. A batch that hits a lock timeout is retried smaller,
+    after a pause doubling up to `max_backoff_s`.
     """
     for name in (table, key):
         if not _IDENTIFIER.match(name):
@@ -115,73 +155,170 @@ def backfill(
     _check_bind(bind)
     job = job or f"{table}.{key}"
     started = time.monotonic()
-    _ensure_progress_table(bind)
-    saved = _first(
-        bind, f"SELECT last_key, rows_done FROM {PROGRESS_TABLE} WHERE job = :job", {"job": job}
+    is_postgres = bind.dialect.name == "postgresql"
+    sizer = BatchSizer(
+        max(min_batch_size, batch_size), target_batch_s, min_batch_size, max_batch_size
     )
-    resumed_after = int(saved[0]) if saved else None
-    last_key = resumed_after if saved else None
-    rows_done = int(saved[1]) if saved else 0
-    max_key = _first(bind, f"SELECT max({key}) FROM {table}")[0]
-    after = "" if last_key is None else f"{key} > :last AND "
-    remaining = _first(
-        bind,
-        f"SELECT count(*) FROM {table} WHERE {after}{key} <= :max AND ({where_sql})",
-        {"last": last_key, "max": max_key},
-    )[0]
-    rows_total = rows_done + int(remaining)
-    batches = 0
-    delay = sleep_s
-    while max_key is not None and (last_key is None or last_key < max_key):
-        after = "" if last_key is None else f"{key} > :last AND "
-        upto = _first(
-            bind,
-            f"SELECT max({key}) FROM (SELECT {key} FROM {table} WHERE {after}{key} <= :max"
-            f" ORDER BY {key} LIMIT :n) AS batch",
-            {"last": last_key, "max": max_key, "n": batch_size},
-        )[0]
-        if upto is None:
-            break
-        params = {"last": last_key, "upto": upto, "job": job}
-        update = f"UPDATE {table} SET {set_sql} WHERE {after}{key} <= :upto AND ({where_sql})"
-        for attempt in range(max_lock_retries + 1):
-            try:
-                with _transaction(bind) as conn:
-                    changed = max(conn.execute(text(update), params).rowcount, 0)
-                    conn.execute(text(_SAVE), {**params, "done": rows_done + changed})
+    with _autocommit(bind) as conn:
+        _ensure_progress_table(conn)
+        saved = conn.execute(
+            text(f"SELECT last_key, upper_key, rows_done FROM {PROGRESS_TABLE} WHERE job = :job"),
+            {"job": job},
+        ).first()
+        if saved is None or saved[1] is None:  # (no upper_key: saved by an earlier version)
+            lowest, upper, remaining = _key_range(conn, table, key, where_sql, is_postgres)
+        if saved is None:
+            last_key, rows_done, resumed_after = lowest - 1, 0, None
+        else:
+            last_key, rows_done = int(saved[0]), int(saved[2])
+            resumed_after = last_key
+            upper = upper if saved[1] is None else int(saved[1])  # the range of the first start
+            remaining = conn.execute(
+                text(
+                    f"SELECT count(*) FROM {table} WHERE {key} > :last AND {key} <= :upper AND ({where_sql})"
+                ),
+                {"last": last_key, "upper": upper},
+            ).scalar_one()
+        rows_total = rows_done + int(remaining)
+        run = _pg_batch if is_postgres else _portable_batch
+        sizes: list[int] = []
+        next_probe = time.monotonic() + probe_interval_s
+        delay = sleep_s
+        while upper is not None and last_key < upper:
+            params = {"job": job, "last": last_key, "upper": upper, "done": rows_done}
+            for attempt in range(max_lock_retries + 1):
+                batch_started, size = time.monotonic(), sizer.size
+                try:
+                    upto, changed = run(conn, table, key, set_sql, where_sql, {**params, "n": size})
+                    break
+                except Exception as exc:
+                    if not is_retryable(exc) or attempt == max_lock_retries:
+                        raise BackfillError(
+                            f"backfill {job} of {table} stopped after key {last_key} "
+                            f"({rows_done}/{rows_total} rows): {type(exc).__name__}: "
+                            f"{str(exc).splitlines()[0]}. Run it again to resume from there."
+                        ) from exc
+                    sizer.back_off()
+                    delay = min(max_backoff_s, max(delay * 2, 0.05))
+                    time.sleep(delay)
+            if upto is None:
                 break
-            except Exception as exc:
-                if not is_retryable(exc) or attempt == max_lock_retries:
-                    raise BackfillError(
-                        f"backfill {job} of {table} stopped after key {last_key} "
-                        f"({rows_done}/{rows_total} rows): {type(exc).__name__}: "
-                        f"{str(exc).splitlines()[0]}. Run it again to resume from there."
-                    ) from exc
-                delay = min(max_backoff_s, max(delay * 2, 0.05))
+            sizes.append(size)
+            sizer.after_batch(time.monotonic() - batch_started)
+            rows_done += changed
+            last_key = upto
+            if progress:
+                progress(rows_done, rows_total)
+            if (reporter := progress_reporter.get()) is not None:
+                reporter(job, rows_done, rows_total)
+            delay = sleep_s
+            if is_postgres and time.monotonic() >= next_probe:
+                lock_wait_s, lag_s = conn.execute(text(_PROBE)).one()
+                if lock_wait_s > max_lock_wait_s or lag_s > max_replica_lag_s:
+                    sizer.back_off()
+                    delay = min(max_backoff_s, max(sleep_s, target_batch_s, lag_s))
+                next_probe = time.monotonic() + probe_interval_s
+            if delay:
                 time.sleep(delay)
-        rows_done += changed
-        last_key = upto
-        batches += 1
-        if progress:
-            progress(rows_done, rows_total)
-        if (reporter := progress_reporter.get()) is not None:
-            reporter(job, rows_done, rows_total)
-        delay = min(max_backoff_s, max(delay * 2, 0.05)) if _lock_waiters(bind) else sleep_s
-        if delay:
-            time.sleep(delay)
-    with _transaction(bind) as conn:
         conn.execute(text(f"DELETE FROM {PROGRESS_TABLE} WHERE job = :job"), {"job": job})
     return BackfillResult(
-        job, table, rows_done, rows_total, batches, resumed_after, time.monotonic() - started
+        job,
+        table,
+        rows_done,
+        rows_total,
+        len(sizes),
+        resumed_after,
+        time.monotonic() - started,
+        tuple(sizes),
     )
 
 
-def _ensure_progress_table(bind: Connection | Engine) -> None:
-    with _transaction(bind) as conn:
+def _key_range(
+    conn: Connection, table: str, key: str, where_sql: str, is_postgres: bool
+) -> tuple[int, int | None, int]:
+    """(lowest key, highest key, rows to do) from one snapshot: the range stays fixed however
+    many rows arrive later, so the backfill is guaranteed to end."""
+    if not is_postgres:
+        lowest, upper, todo = conn.execute(
+            text(
+                f"SELECT min({key}), max({key}), sum(CASE WHEN {where_sql} THEN 1 ELSE 0 END) FROM {table}"
+            )
+        ).one()
+    else:
+        # `conn` is in autocommit: the snapshot transaction is opened and closed by hand.
+        conn.exec_driver_sql("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        try:
+            lowest, upper, todo = conn.execute(
+                text(
+                    f"SELECT min({key}), max({key}), count(*) FILTER (WHERE {where_sql}) FROM {table}"
+                )
+            ).one()
+        finally:
+            conn.exec_driver_sql("COMMIT")
+    if upper is None:
+        return 0, None, 0
+    return int(lowest), int(upper), int(todo or 0)
+
+
+def _pg_batch(
+    conn: Connection, table: str, key: str, set_sql: str, where_sql: str, params: dict
+) -> tuple[int | None, int]:
+    """One batch in one statement: next keys, UPDATE, progress row, last key."""
+    row = conn.execute(
+        text(
+            f"WITH batch AS (SELECT {key} FROM {table} WHERE {key} > :last AND {key} <= :upper"
+            f" ORDER BY {key} LIMIT :n),"
+            " bounds AS (SELECT max(" + key + ") AS release_upto FROM batch),"
+            f" changed AS (UPDATE {table} SET {set_sql} WHERE {key} > :last"
+            f" AND {key} <= (SELECT release_upto FROM bounds) AND ({where_sql}) RETURNING 1),"
+            f" saved AS (INSERT INTO {PROGRESS_TABLE} (job, last_key, upper_key, rows_done)"
+            " SELECT :job, release_upto, :upper, :done + (SELECT count(*) FROM changed) FROM bounds"
+            " WHERE release_upto IS NOT NULL"
+            " ON CONFLICT (job) DO UPDATE SET last_key = excluded.last_key,"
+            " rows_done = excluded.rows_done, updated_at = CURRENT_TIMESTAMP RETURNING 1)"
+            " SELECT (SELECT release_upto FROM bounds), (SELECT count(*) FROM changed),"
+            " (SELECT count(*) FROM saved)"
+        ),
+        params,
+    ).one()
+    return (None if row[0] is None else int(row[0])), int(row[1])
+
+
+def _portable_batch(
+    conn: Connection, table: str, key: str, set_sql: str, where_sql: str, params: dict
+) -> tuple[int | None, int]:
+    """The same batch as three statements, for databases without data-modifying CTEs (SQLite).
+    Not atomic: a batch repeated after a crash is harmless as `where_sql` skips rows done."""
+    upto = conn.execute(
+        text(
+            f"SELECT max({key}) FROM (SELECT {key} FROM {table} WHERE {key} > :last"
+            f" AND {key} <= :upper ORDER BY {key} LIMIT :n) AS batch"
+        ),
+        params,
+    ).scalar()
+    if upto is None:
+        return None, 0
+    changed = max(
+        0,
         conn.execute(
             text(
-                f"CREATE TABLE IF NOT EXISTS {PROGRESS_TABLE} (job VARCHAR(200) PRIMARY KEY,"
-                " last_key BIGINT NOT NULL, rows_done BIGINT NOT NULL,"
-                " updated_at TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT CURRENT_TIMESTAMP)"
-            )
+                f"UPDATE {table} SET {set_sql} WHERE {key} > :last AND {key} <= :upto AND ({where_sql})"
+            ),
+            {**params, "upto": upto},
+        ).rowcount,
+    )
+    conn.execute(text(_SAVE), {**params, "upto": upto, "done": params["done"] + changed})
+    return int(upto), changed
+
+
+def _ensure_progress_table(conn: Connection) -> None:
+    conn.execute(
+        text(
+            f"CREATE TABLE IF NOT EXISTS {PROGRESS_TABLE} (job VARCHAR(200) PRIMARY KEY,"
+            " last_key BIGINT NOT NULL, upper_key BIGINT, rows_done BIGINT NOT NULL,"
+            " updated_at TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT CURRENT_TIMESTAMP)"
         )
+    )
+    columns = {c["name"] for c in inspect(conn).get_columns(PROGRESS_TABLE)}
+    if "upper_key" not in columns:  # a table made by an earlier version of this module
+        conn.execute(text(f"ALTER TABLE {PROGRESS_TABLE} ADD COLUMN upper_key BIGINT"))
