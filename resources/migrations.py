@@ -16,7 +16,7 @@ import random
 import re
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from release_pipelines.resources.database_url import normalize_url, redact, resolve_url
+from release_pipelines.resources.lock_wait import LockQueueGuard, LockWaitSettings
 from release_pipelines.resources.migration_safety import (
     ALEMBIC_LOCK,
     MigrationError,
@@ -147,7 +148,7 @@ class MigrationRunner:
         self,
         script_location: str | Path,
         url: str,
-        lock_timeout_ms: int = 1000,
+        lock_timeout_ms: int = 50,
         statement_timeout_ms: int = 5000,
         retries: int = 10,
         application_name: str | None = None,
@@ -157,6 +158,8 @@ class MigrationRunner:
         backoff_max_s: float = 60.0,
         lock_wait_s: float = 30.0,
         max_transaction_age_s: float = 60.0,
+        max_lock_wait_s: float = 60.0,
+        cancel_blockers_after_s: float | None = None,
     ):
         self.script_location = Path(script_location)
         self.url = normalize_url(url)
@@ -177,6 +180,7 @@ class MigrationRunner:
         self.backoff_max_s = backoff_max_s
         self.lock_wait_s = lock_wait_s
         self.max_transaction_age_s = max_transaction_age_s
+        self.lock_wait = LockWaitSettings(max_lock_wait_s, cancel_blockers_after_s)
         self._rng = random.Random()
 
     @classmethod
@@ -188,8 +192,15 @@ class MigrationRunner:
         **options: Any,
     ) -> MigrationRunner:
         """The runner for a manifest database: migrations are relative to the manifest file."""
+        locks = {
+            "lock_timeout_ms": database.lock_timeout_ms,
+            "max_lock_wait_s": database.max_lock_wait_s,
+            "cancel_blockers_after_s": database.cancel_blockers_after_s,
+        }
         return cls(
-            Path(manifest_dir) / database.migrations, resolve_url(database.url, environ), **options
+            Path(manifest_dir) / database.migrations,
+            resolve_url(database.url, environ),
+            **{**locks, **options},
         )
 
     def __repr__(self) -> str:
@@ -354,6 +365,7 @@ class MigrationRunner:
         invalid_before = invalid_indexes(control) if control is not None else set()
         leftover: set[str] = set()
         from_rev = self._current_on(control)
+        guard = LockQueueGuard(control, self.lock_wait, log) if control is not None else None
         attempt = 0
         try:
             while True:
@@ -362,7 +374,11 @@ class MigrationRunner:
                 started = time.monotonic()
                 try:
                     leftover = self._drop_leftovers(control, leftover, info, log)
-                    with ALEMBIC_LOCK, engine.connect() as conn:
+                    with (
+                        ALEMBIC_LOCK,
+                        guard.watching() if guard is not None else nullcontext(),
+                        engine.connect() as conn,
+                    ):
                         cfg = alembic_config(self.script_location, connection=conn)
                         (command.upgrade if direction == "upgrade" else command.downgrade)(
                             cfg, dest

@@ -293,6 +293,17 @@ class Database(Strict):
     tables: list[Table] = Field(default_factory=list)
     checks: DatabaseChecks = Field(default_factory=DatabaseChecks)
     rollback: RollbackStrategy = RollbackStrategy.downgrade
+    lock_timeout_ms: int = Field(
+        default=50, ge=1, le=60_000, description="how long a DDL statement may queue for a lock"
+    )
+    max_lock_wait_s: float = Field(
+        default=60, ge=0, le=3600,
+        description="how long DDL waits outside the lock queue for conflicting holders to finish",
+    )
+    cancel_blockers_after_s: float | None = Field(
+        default=None, gt=0, le=3600,
+        description="opt-in: end blockers idle in transaction after this long (never active ones)",
+    )
 
     @field_validator("url")
     @classmethod

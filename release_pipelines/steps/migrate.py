@@ -7,7 +7,7 @@ run knows where to go back to even if the run never wrote "done".
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -19,7 +19,8 @@ from release_pipelines.core.manifest import RollbackStrategy, Table
 from release_pipelines.core.product import Product
 from release_pipelines.resources.backfill import progress_reporter
 from release_pipelines.resources.database_url import resolve_url
-from release_pipelines.resources.migrations import MigrationRunner
+from release_pipelines.resources.lock_wait import blocker_reporter
+from release_pipelines.resources.migrations import MigrationRunner, RevisionResult
 from release_pipelines.resources.snapshot import (
     TableSnapshot,
     drop_snapshot,
@@ -100,6 +101,16 @@ def _backfill_progress(ctx: StepContext, database_name: str):
     return report
 
 
+def _blockers_to_ledger(ctx: StepContext, database_name: str, run: Callable[[], list[RevisionResult]]) -> list[RevisionResult]:
+    """Run a migration; a session ended by `cancel_blockers_after_s` is an intervention, so it
+    goes in the ledger."""
+    token = blocker_reporter.set(lambda ended: ctx.record("migrate:blocker-ended", database=database_name, **ended))
+    try:
+        return run()
+    finally:
+        blocker_reporter.reset(token)
+
+
 def expand(ctx: StepContext, database_name: str) -> MigrationOutcome:
     """Apply pending expand revisions; what they did to each table."""
     runner = runner_for(ctx.product, database_name, application_name=f"release:{ctx.release_id}")
@@ -119,7 +130,7 @@ def expand(ctx: StepContext, database_name: str) -> MigrationOutcome:
     began = time.monotonic()
     token = progress_reporter.set(_backfill_progress(ctx, database_name))
     try:
-        results = runner.upgrade(log=ctx.log)
+        results = _blockers_to_ledger(ctx, database_name, lambda: runner.upgrade(log=ctx.log))
     finally:
         progress_reporter.reset(token)
     end = runner.current()
@@ -135,7 +146,7 @@ def contract(ctx: StepContext, database_name: str) -> MigrationOutcome:
     start = runner.current()
     ctx.record("migrate:contract:start", database=database_name, from_revision=start,
                pending=[r.revision for r in runner.pending()])
-    results = runner.upgrade_contract(log=ctx.log)
+    results = _blockers_to_ledger(ctx, database_name, lambda: runner.upgrade_contract(log=ctx.log))
     end = runner.current()
     ctx.record("migrate:contract:done", database=database_name, from_revision=start, to_revision=end,
                revisions=[r.revision for r in results])
