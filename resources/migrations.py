@@ -1,10 +1,11 @@
 """Run an Alembic project's revisions as release steps, one revision at a time, safely.
 
-Each revision is applied by its own Alembic command on a fresh connection that carries
-`lock_timeout`, `statement_timeout` and an `application_name`; a revision that cannot get its
-locks is rolled back and retried with backoff (see `migration_safety` for why). The project's
-env.py must use the connection passed in ``config.attributes["connection"]`` (the Alembic
-cookbook pattern; examples/shop/migrations/env.py does) or the timeouts do not apply.
+Each revision is applied by its own Alembic command through the project's own env.py, unchanged
+(`alembic_config` builds the Config users have). Every connection the command opens to the
+database - ours in ``config.attributes["connection"]``, or one env.py makes from the URL or from
+``connection.engine`` - carries `lock_timeout`, `statement_timeout` and `application_name`
+(`migration_session`); a revision that cannot get its locks is rolled back and retried with
+backoff (see `migration_safety` for why), under a session advisory lock held for the whole run.
 
 Phases: every revision module declares ``phase = "expand"`` (safe while the old release runs) or
 ``"contract"``; ``upgrade("expand-head")`` stops before the first revision that is not expand.
@@ -13,8 +14,8 @@ Phases: every revision module declares ``phase = "expand"`` (safe while the old 
 from __future__ import annotations
 
 import random
-import re
 import time
+import traceback
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -25,6 +26,14 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from release_pipelines.resources.alembic_config import (
+    AlembicProject,
+    as_project,
+    make_config,
+    preserved_logging,
+    project_for,
+    version_table_options,
+)
 from release_pipelines.resources.database_url import normalize_url, redact, resolve_url
 from release_pipelines.resources.lock_wait import LockQueueGuard, LockWaitSettings
 from release_pipelines.resources.migration_safety import (
@@ -40,7 +49,12 @@ from release_pipelines.resources.migration_safety import (
     precheck,
     sqlstate,
 )
-from sqlalchemy import create_engine, event
+from release_pipelines.resources.migration_session import (
+    SessionSettings,
+    applied_to_every_connection,
+    connect_args,
+)
+from sqlalchemy import create_engine
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.pool import NullPool
@@ -50,16 +64,7 @@ from release_pipelines.core.reversibility import Reversibility, analyze_revision
 
 Log = Callable[[str], None]
 EXPAND_HEAD = "expand-head"
-# Statements that legitimately run long (but hold only weak locks): they get the long timeout.
-_LONG_STATEMENT = re.compile(
-    r"^\s*(CREATE\s+(UNIQUE\s+)?INDEX|REINDEX|ALTER\s+TABLE\b.*\bVALIDATE\s+CONSTRAINT)",
-    re.IGNORECASE | re.DOTALL,
-)
-# Alembic's own bookkeeping and catalog introspection: not part of a revision's statements.
-_BOOKKEEPING = re.compile(
-    r"^\s*(PRAGMA\b|SELECT\b).*\b(pg_catalog|alembic_version|sqlite_master)\b",
-    re.IGNORECASE | re.DOTALL,
-)
+ASYNC_DRIVERS = ("postgresql+asyncpg://", "postgresql+psycopg_async://")
 
 
 class MigrationLockTimeout(MigrationError):
@@ -81,6 +86,10 @@ class RevisionInfo:
     irreversible_reason: str | None = None
     lint_suppress: Mapping[str, str] = field(default_factory=dict)
 
+    @property
+    def is_merge(self) -> bool:
+        return isinstance(self.down_revision, tuple) and len(self.down_revision) > 1
+
 
 @dataclass(frozen=True)
 class RevisionResult:
@@ -93,38 +102,43 @@ class RevisionResult:
 
 
 def alembic_config(
-    script_location: str | Path, connection: Connection | None = None, url: str | None = None
+    script_location: str | Path | AlembicProject,
+    connection: Connection | None = None,
+    url: str | None = None,
 ) -> Config:
-    """A file-less Alembic Config: the runner never writes alembic.ini or URLs to disk."""
-    cfg = Config()
-    cfg.set_main_option("script_location", str(script_location).replace("%", "%%"))
-    if connection is not None:
-        cfg.attributes["connection"] = connection
-    if url is not None:
-        cfg.attributes["url"] = url
-    return cfg
+    """The project's Config with the URL and connection in memory; never written to disk."""
+    return make_config(as_project(script_location), url=url, connection=connection)
 
 
-def analyze_revision_file(path: str | Path) -> Reversibility:
+def analyze_revision_file(path: str | Path, function: str = "downgrade") -> Reversibility:
     """Whether a revision file's downgrade() does anything (read as text, never imported)."""
-    return analyze_revision_source(Path(path).read_text(encoding="utf-8"), str(path))
+    return analyze_revision_source(Path(path).read_text(encoding="utf-8"), str(path), function)
 
 
-def load_revisions(script_location: str | Path) -> list[RevisionInfo]:
-    """Every revision of a linear Alembic history, base first."""
-    location = Path(script_location)
-    if not (location / "env.py").is_file():
-        raise MigrationError(f"{location} is not an Alembic project (no env.py there)")
-    scripts = ScriptDirectory.from_config(alembic_config(location))
-    heads = scripts.get_heads()
-    if len(heads) > 1:
+def script_directory(project: AlembicProject) -> ScriptDirectory:
+    """The project's scripts; a revision that cannot be imported is named with its file."""
+    try:
+        return ScriptDirectory.from_config(make_config(project))
+    except MigrationError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - Alembic raises many kinds while reading scripts
         raise MigrationError(
-            f"{location} has {len(heads)} heads ({', '.join(sorted(heads))}): merge them with "
-            "`alembic merge heads` before releasing"
-        )
+            f"cannot read the revisions of {project.describe()}: {failure_summary(exc, project)}"
+        ) from None
+
+
+def load_revisions(project: AlembicProject | str | Path) -> list[RevisionInfo]:
+    """Every revision, base first (parents before children, also across merges)."""
+    project = as_project(project)
+    scripts = script_directory(project)
+    downgrade = f"downgrade_{project.engine}" if project.engine else "downgrade"
     infos = []
-    for script in reversed(list(scripts.walk_revisions())):
-        reversibility = analyze_revision_file(script.path)
+    try:
+        walked = list(scripts.walk_revisions())
+    except Exception as exc:  # noqa: BLE001 - a broken down_revision chain, a cycle
+        raise MigrationError(f"{project.describe()}: {failure_summary(exc, project)}") from None
+    for script in reversed(walked):
+        reversibility = analyze_revision_file(script.path, downgrade)
         phase = getattr(script.module, "phase", None)
         infos.append(
             RevisionInfo(
@@ -141,12 +155,46 @@ def load_revisions(script_location: str | Path) -> list[RevisionInfo]:
     return infos
 
 
+def single_head(project: AlembicProject) -> str | None:
+    """A release runs one line of history: several heads are refused with the fix."""
+    heads = script_directory(project).get_heads()
+    if len(heads) > 1:
+        raise MigrationError(
+            f"{project.script_location} has {len(heads)} heads ({', '.join(sorted(heads))}): "
+            "merge them with `alembic merge heads -m merge` (a merge revision) before releasing"
+        )
+    return heads[0] if heads else None
+
+
+def failure_summary(exc: BaseException, project: AlembicProject) -> str:
+    """The exception with the project file it came from: env.py or a revision, with its line."""
+    text_ = _first_line(exc)
+    frames = [
+        f
+        for f in traceback.extract_tb(exc.__traceback__)
+        if str(project.script_location.resolve()) in str(Path(f.filename).resolve())
+    ]
+    if not frames:
+        return f"{type(exc).__name__}: {text_}"
+    where = frames[-1]
+    name = Path(where.filename).name
+    hint = ""
+    if name == "env.py" and isinstance(exc, ImportError):
+        hint = (
+            "; env.py imports the application: install its package in this environment "
+            "(or set prepend_sys_path in alembic.ini)"
+        )
+    elif name == "env.py":
+        hint = "; fix env.py (it runs unchanged for every command)"
+    return f"{name}:{where.lineno} (`{(where.line or '').strip()}`): {type(exc).__name__}: {text_}{hint}"
+
+
 class MigrationRunner:
     """Applies pending revisions of one database under the safety rules of `migration_safety`."""
 
     def __init__(
         self,
-        script_location: str | Path,
+        script_location: str | Path | AlembicProject,
         url: str,
         lock_timeout_ms: int = 50,
         statement_timeout_ms: int = 5000,
@@ -161,8 +209,15 @@ class MigrationRunner:
         max_lock_wait_s: float = 60.0,
         cancel_blockers_after_s: float | None = None,
     ):
-        self.script_location = Path(script_location)
-        self.url = normalize_url(url)
+        self.project = as_project(script_location)
+        self.script_location = self.project.script_location
+        # env.py gets the URL as given (an async template needs its async driver); our own
+        # control and read connections use psycopg2.
+        self.env_url = normalize_url(url)
+        self.url = self.env_url
+        for scheme in ASYNC_DRIVERS:
+            if self.url.startswith(scheme):
+                self.url = "postgresql+psycopg2://" + self.url[len(scheme) :]
         try:
             parsed = make_url(self.url)
         except ArgumentError:
@@ -180,6 +235,13 @@ class MigrationRunner:
         self.backoff_max_s = backoff_max_s
         self.lock_wait_s = lock_wait_s
         self.max_transaction_age_s = max_transaction_age_s
+        self.settings = SessionSettings(
+            self.database,
+            self.application_name,
+            lock_timeout_ms,
+            statement_timeout_ms,
+            long_statement_timeout_ms,
+        )
         self.lock_wait = LockWaitSettings(max_lock_wait_s, cancel_blockers_after_s)
         self._rng = random.Random()
 
@@ -198,7 +260,7 @@ class MigrationRunner:
             "cancel_blockers_after_s": database.cancel_blockers_after_s,
         }
         return cls(
-            Path(manifest_dir) / database.migrations,
+            project_for(database, manifest_dir),
             resolve_url(database.url, environ),
             **{**locks, **options},
         )
@@ -209,18 +271,23 @@ class MigrationRunner:
     # ------------------------------------------------------------ reading state
 
     def revisions(self) -> list[RevisionInfo]:
-        return load_revisions(self.script_location)
+        single_head(self.project)
+        return load_revisions(self.project)
 
     def heads(self) -> list[str]:
-        return list(ScriptDirectory.from_config(alembic_config(self.script_location)).get_heads())
+        return list(script_directory(self.project).get_heads())
 
     def current(self) -> str | None:
         engine = self._engine()
         try:
             with engine.connect() as conn:
-                return MigrationContext.configure(conn).get_current_revision()
+                return self._read_version(conn)
         finally:
             engine.dispose()
+
+    def _read_version(self, conn: Connection) -> str | None:
+        options = version_table_options(make_config(self.project))
+        return MigrationContext.configure(conn, opts=options).get_current_revision()
 
     def pending(self, phase: str | None = None) -> list[RevisionInfo]:
         """Revisions after the database's current one, oldest first, optionally of one phase."""
@@ -261,6 +328,11 @@ class MigrationRunner:
             steps: list[RevisionInfo] = []
             cursor = current
             while cursor is not None and cursor != target:
+                if by_id[cursor].is_merge:
+                    raise MigrationError(
+                        f"cannot downgrade {self.database} through merge revision {cursor}: "
+                        "step down each branch with `alembic downgrade` by hand"
+                    )
                 steps.append(by_id[cursor])
                 down = by_id[cursor].down_revision
                 cursor = down if isinstance(down, str) or down is None else down[0]
@@ -288,13 +360,23 @@ class MigrationRunner:
 
     @staticmethod
     def _after(revisions: list[RevisionInfo], current: str | None) -> list[RevisionInfo]:
-        ids = [r.revision for r in revisions]
-        if current is not None and current not in ids:
+        """Revisions not yet applied: all but `current` and its ancestors (merges included)."""
+        by_id = {r.revision: r for r in revisions}
+        if current is not None and current not in by_id:
             raise MigrationError(
                 f"the database is at revision {current}, which this Alembic project does not know; "
                 "is --script-location the project that migrated this database?"
             )
-        return revisions[ids.index(current) + 1 :] if current is not None else revisions
+        applied: set[str] = set()
+        stack = [current] if current else []
+        while stack:
+            revision = stack.pop()
+            if revision in applied:
+                continue
+            applied.add(revision)
+            down = by_id[revision].down_revision
+            stack.extend([down] if isinstance(down, str) else list(down or ()))
+        return [r for r in revisions if r.revision not in applied]
 
     def _select(
         self, pending: list[RevisionInfo], target: str, revisions: list[RevisionInfo]
@@ -321,10 +403,7 @@ class MigrationRunner:
     def _engine(self, autocommit: bool = False) -> Engine:
         options: dict[str, Any] = {"poolclass": NullPool}
         if self.is_postgres:
-            options["connect_args"] = {
-                "application_name": self.application_name,
-                "options": f"-c lock_timeout={self.lock_timeout_ms} -c statement_timeout={self.statement_timeout_ms}",
-            }
+            options["connect_args"] = connect_args(self.settings)
         elif make_url(self.url).get_backend_name() == "sqlite" and make_url(self.url).database:
             Path(make_url(self.url).database).parent.mkdir(parents=True, exist_ok=True)
         if autocommit:
@@ -353,7 +432,7 @@ class MigrationRunner:
     def _current_on(self, control: Connection | None) -> str | None:
         if control is None:
             return self.current()
-        return MigrationContext.configure(control).get_current_revision()
+        return self._read_version(control)
 
     def _apply(
         self, control: Connection | None, info: RevisionInfo, direction: str, dest: str, log: Log
@@ -361,7 +440,11 @@ class MigrationRunner:
         """Run one revision step, retrying the whole revision on lock timeouts."""
         engine = self._engine()
         statements: list[tuple[str, bool]] = []
-        self._instrument(engine, statements)
+
+        def record(statement: str, parameters: Any, autocommit: bool) -> None:
+            suffix = f"\n-- parameters: {parameters!r}" if parameters else ""
+            statements.append((statement.strip() + suffix, autocommit))
+
         invalid_before = invalid_indexes(control) if control is not None else set()
         leftover: set[str] = set()
         from_rev = self._current_on(control)
@@ -376,10 +459,12 @@ class MigrationRunner:
                     leftover = self._drop_leftovers(control, leftover, info, log)
                     with (
                         ALEMBIC_LOCK,
+                        preserved_logging(),
+                        applied_to_every_connection(self.settings, record),
                         guard.watching() if guard is not None else nullcontext(),
                         engine.connect() as conn,
                     ):
-                        cfg = alembic_config(self.script_location, connection=conn)
+                        cfg = make_config(self.project, url=self.env_url, connection=conn)
                         (command.upgrade if direction == "upgrade" else command.downgrade)(
                             cfg, dest
                         )
@@ -435,28 +520,6 @@ class MigrationRunner:
             )
         return remaining
 
-    def _instrument(self, engine: Engine, statements: list[tuple[str, bool]]) -> None:
-        """Record the revision's statements and give index builds/validations the long timeout."""
-
-        @event.listens_for(engine, "before_cursor_execute")
-        def _before(conn, cursor, statement, parameters, context, executemany):
-            if _BOOKKEEPING.match(statement):
-                return
-            autocommit = conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT"
-            statements.append(
-                (
-                    statement.strip() + (f"\n-- parameters: {parameters!r}" if parameters else ""),
-                    autocommit,
-                )
-            )
-            if self.is_postgres and _LONG_STATEMENT.match(statement):
-                cursor.execute(f"SET statement_timeout = {int(self.long_statement_timeout_ms)}")
-
-        @event.listens_for(engine, "after_cursor_execute")
-        def _after(conn, cursor, statement, parameters, context, executemany):
-            if self.is_postgres and _LONG_STATEMENT.match(statement):
-                cursor.execute(f"SET statement_timeout = {int(self.statement_timeout_ms)}")
-
     def _state_note(self, from_rev: str | None, statements: list[tuple[str, bool]]) -> str:
         committed = [s for s, autocommit in statements[:-1] if autocommit]
         note = f"alembic_version is still {from_rev or '<base>'}; the revision's transaction rolled back"
@@ -477,6 +540,12 @@ class MigrationRunner:
     ) -> MigrationError:
         last = " ".join(statements[-1][0].split())[:300] if statements else "<before any statement>"
         code = sqlstate(exc)
+        if not statements:
+            return MigrationFailed(
+                f"{direction} of revision {info.revision} on {self.database} failed before any "
+                f"statement ran: {failure_summary(exc, self.project)}. "
+                f"{self._state_note(from_rev, statements)}."
+            )
         return MigrationFailed(
             f"{direction} of revision {info.revision} on {self.database} failed at statement `{last}`: "
             f"{_first_line(exc)}{f' (SQLSTATE {code})' if code else ''}. "

@@ -1,8 +1,11 @@
 """Lint migration SQL before it runs: statements that would lock a live table for long, and
 destructive changes in an expand revision (the old release still runs against it).
 
-Pure: the input is the SQL text of each revision (Alembic's offline rendering), parsed with
-pglast (PostgreSQL's own grammar). Rule names follow Squawk's catalogue where one exists.
+Pure: the input is the SQL text of each revision (Alembic's offline rendering, or the statements
+captured in a shadow database), parsed with pglast (PostgreSQL's own grammar), and - from a shadow
+run - the locks and table rewrites each statement was seen to take (`lint_observed`). Rule names
+follow Squawk's catalogue where one exists; Squawk's lock/statement-timeout rules have no
+counterpart because the runner sets both timeouts on every connection a migration uses.
 A table created in the same revision is exempt from the locking rules: nobody uses it yet.
 A revision may accept a finding on purpose with ``lint_suppress = {"rule": "reason"}``; the
 finding is then kept, marked suppressed with the reason, and no longer fails the lint.
@@ -14,11 +17,19 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from pglast import ast, parse_sql
-from pglast.enums import AlterTableType, ConstrType, NullTestType, ObjectType, TransactionStmtKind
-from pglast.parser import ParseError
+from pglast.enums import (
+    AlterTableType,
+    ConstrType,
+    DropBehavior,
+    NullTestType,
+    ObjectType,
+    TransactionStmtKind,
+)
+from pglast.parser import ParseError, scan
 
-ERROR, WARNING = "error", "warning"
+ERROR, WARNING, INFO = "error", "warning", "info"
 BOOKKEEPING_TABLES = {"alembic_version"}
+MAX_IDENTIFIER_BYTES = 63
 
 
 @dataclass(frozen=True)
@@ -114,6 +125,126 @@ RULES: dict[str, Rule] = {
         ),
         Rule("prefer-timestamptz", WARNING, "use TIMESTAMP WITH TIME ZONE (timestamptz)"),
         Rule(
+            "ban-alter-identity",
+            ERROR,
+            "add identity only to a column the old release never inserts explicit values into; "
+            "otherwise add a new identity column (expand) and switch in a contract revision",
+        ),
+        Rule(
+            "adding-stored-generated-column",
+            ERROR,
+            "a STORED generated column rewrites the table: add a plain nullable column, fill it "
+            "with a trigger and a batched backfill, or compute it in a view",
+        ),
+        Rule(
+            "ban-drop-not-null",
+            WARNING,
+            "the old release may assume the column is never NULL: drop NOT NULL only once every "
+            "running release handles NULL (a contract revision)",
+        ),
+        Rule(
+            "ban-drop-constraint",
+            WARNING,
+            "the old release may rely on it (ON CONFLICT, cascades): drop it in a contract revision",
+        ),
+        Rule(
+            "ban-drop-generated-expression",
+            WARNING,
+            "the old release reads it as computed: drop the expression in a contract revision",
+        ),
+        Rule(
+            "ban-drop-object-in-expand",
+            ERROR,
+            'the old release may still use it: move the DROP to a phase = "contract" revision',
+        ),
+        Rule(
+            "renaming-object",
+            ERROR,
+            "create the object under its new name beside the old one; drop the old in a contract revision",
+        ),
+        Rule(
+            "require-concurrent-reindex",
+            ERROR,
+            "REINDEX ... CONCURRENTLY inside `with op.get_context().autocommit_block():`",
+        ),
+        Rule(
+            "require-concurrent-partition-detach",
+            ERROR,
+            "ALTER TABLE ... DETACH PARTITION ... CONCURRENTLY inside an autocommit block (PG 14+)",
+        ),
+        Rule(
+            "require-enum-value-ordering",
+            WARNING,
+            "ALTER TYPE ... ADD VALUE 'x' BEFORE/AFTER 'y': say where the value sorts; and do not use "
+            "the new value in the same transaction",
+        ),
+        Rule(
+            "identifier-too-long",
+            ERROR,
+            f"PostgreSQL truncates names to {MAX_IDENTIFIER_BYTES} bytes, so two long names can "
+            "collide and the name in the database differs from the code's: shorten it",
+        ),
+        Rule(
+            "ban-truncate-cascade",
+            ERROR,
+            "TRUNCATE ... CASCADE empties every referencing table too: delete the rows you mean, in batches",
+        ),
+        Rule(
+            "ban-vacuum-full-and-cluster",
+            ERROR,
+            "VACUUM FULL and CLUSTER rewrite the table under ACCESS EXCLUSIVE: use pg_repack or "
+            "pg_squeeze outside the release",
+        ),
+        Rule(
+            "ban-create-domain-with-constraint",
+            WARNING,
+            "a domain CHECK is validated against every column of that domain whenever it changes: "
+            "put the CHECK on the table (NOT VALID, then VALIDATE)",
+        ),
+        Rule(
+            "ban-alter-domain-with-add-constraint",
+            ERROR,
+            "ALTER DOMAIN ... ADD CONSTRAINT scans every table using the domain under a blocking lock: "
+            "add it NOT VALID, then VALIDATE CONSTRAINT",
+        ),
+        Rule("ban-drop-database", ERROR, "a migration never drops a database: do it by hand"),
+        Rule(
+            "transaction-nesting",
+            ERROR,
+            "do not write BEGIN/COMMIT in a revision: Alembic manages the transaction; use "
+            "`op.get_context().autocommit_block()` for statements that must run outside one",
+        ),
+        Rule(
+            "ban-uncommitted-transaction",
+            ERROR,
+            "the revision opens a transaction it never commits: remove the BEGIN",
+        ),
+        Rule("prefer-identity", WARNING, "use BIGINT GENERATED BY DEFAULT AS IDENTITY instead of serial"),
+        Rule(
+            "prefer-text-field",
+            WARNING,
+            "use TEXT (with a CHECK on length if needed): changing a varchar length later takes ACCESS EXCLUSIVE",
+        ),
+        Rule("ban-char-field", WARNING, "use TEXT or VARCHAR: CHAR(n) pads with spaces"),
+        Rule(
+            "observed-table-rewrite",
+            ERROR,
+            "the shadow database saw this statement rewrite the table under ACCESS EXCLUSIVE: "
+            "use the expand/backfill/contract recipe of the matching rule instead",
+        ),
+        Rule(
+            "observed-lock",
+            INFO,
+            "what the statement locked in the shadow database; lock_timeout bounds how long it may "
+            "wait for the lock, not how long it holds it",
+        ),
+        Rule(
+            "not-linted",
+            ERROR,
+            "lint it in a shadow database (--shadow auto), or accept it with "
+            "lint_suppress = {\"not-linted\": \"reason\"} in the revision (or --allow-unlinted REV)",
+        ),
+        Rule(
             "missing-phase",
             ERROR,
             'declare `phase = "expand"` or `phase = "contract"` at module level in the revision',
@@ -156,6 +287,19 @@ SMALL_INTS = {
     "serial2",
 }
 SERIALS = {"serial", "serial4", "serial2", "smallserial", "serial8", "bigserial"}
+# Objects an old release may still use: dropping them belongs in a contract revision.
+DROPPED_OBJECTS = {
+    ObjectType.OBJECT_VIEW: "VIEW",
+    ObjectType.OBJECT_MATVIEW: "MATERIALIZED VIEW",
+    ObjectType.OBJECT_FUNCTION: "FUNCTION",
+    ObjectType.OBJECT_PROCEDURE: "PROCEDURE",
+    ObjectType.OBJECT_TYPE: "TYPE",
+    ObjectType.OBJECT_DOMAIN: "DOMAIN",
+    ObjectType.OBJECT_SCHEMA: "SCHEMA",
+    ObjectType.OBJECT_SEQUENCE: "SEQUENCE",
+    ObjectType.OBJECT_EXTENSION: "EXTENSION",
+    ObjectType.OBJECT_TRIGGER: "TRIGGER",
+}
 
 
 @dataclass(frozen=True)
@@ -194,6 +338,7 @@ class _Context:
     not_null_checks: dict[str, tuple[str, str]] = field(default_factory=dict)
     validated: set[tuple[str, str]] = field(default_factory=set)
     validated_unknown: set[str] = field(default_factory=set)
+    opened_by_revision: bool = False
 
 
 def _type_name(type_name: ast.TypeName | None) -> str:
@@ -230,6 +375,7 @@ class _RevisionLinter:
         self.ctx = context
         self.ctx.created = set()
         self.ctx.in_transaction = assume_in_transaction
+        self.ctx.opened_by_revision = False
         self.findings: list[Finding] = []
         self.expand = revision.phase != "contract"
         self._statement = ""
@@ -272,8 +418,29 @@ class _RevisionLinter:
             start = statement.stmt_location + (len(chunk.encode()) - len(stripped.encode()))
             self._line = raw[:start].count(b"\n") + 1
             self._statement = stripped.strip().rstrip(";")
+            self.long_identifiers()
             self.check(statement.stmt)
+        if self.ctx.in_transaction and self.ctx.opened_by_revision:
+            self.flag("ban-uncommitted-transaction", "BEGIN without a matching COMMIT")
         return self.findings
+
+    def long_identifiers(self) -> None:
+        """Identifiers longer than 63 bytes (read from the tokens: the parser already truncated them)."""
+        raw = self._statement.encode("utf-8")
+        try:
+            tokens = scan(self._statement)
+        except ParseError:
+            return
+        for token in tokens:
+            if token.name != "IDENT":
+                continue
+            name = raw[token.start : token.end + 1].strip(b'"')
+            if len(name) > MAX_IDENTIFIER_BYTES:
+                self.flag(
+                    "identifier-too-long",
+                    f"{name.decode('utf-8', 'replace')[:40]}... is {len(name)} bytes; PostgreSQL keeps "
+                    f"the first {MAX_IDENTIFIER_BYTES}",
+                )
 
     def check(self, node: ast.Node) -> None:
         if isinstance(node, ast.TransactionStmt):
@@ -281,12 +448,16 @@ class _RevisionLinter:
                 TransactionStmtKind.TRANS_STMT_BEGIN,
                 TransactionStmtKind.TRANS_STMT_START,
             ):
+                if self.ctx.in_transaction:
+                    self.flag("transaction-nesting", "BEGIN inside an open transaction")
                 self.ctx.in_transaction = True
+                self.ctx.opened_by_revision = True
             elif node.kind in (
                 TransactionStmtKind.TRANS_STMT_COMMIT,
                 TransactionStmtKind.TRANS_STMT_ROLLBACK,
             ):
                 self.ctx.in_transaction = False
+                self.ctx.opened_by_revision = False
         elif isinstance(node, ast.CreateStmt):
             table = node.relation.relname
             if table in BOOKKEEPING_TABLES:
@@ -306,6 +477,57 @@ class _RevisionLinter:
             if table not in BOOKKEEPING_TABLES:
                 for command in node.cmds or ():
                     self.alter(table, command)
+        else:
+            self.maintenance(node)
+
+    def maintenance(self, node: ast.Node) -> None:
+        """Statements outside tables and indexes: TRUNCATE, VACUUM, CLUSTER, REINDEX, types, domains."""
+        if isinstance(node, ast.TruncateStmt) and node.behavior == DropBehavior.DROP_CASCADE:
+            tables = ", ".join(r.relname for r in node.relations or ())
+            self.flag("ban-truncate-cascade", f"TRUNCATE {tables} CASCADE")
+        elif isinstance(node, ast.VacuumStmt) and any(
+            o.defname == "full" for o in node.options or ()
+        ):
+            self.flag("ban-vacuum-full-and-cluster", "VACUUM FULL rewrites the table")
+        elif isinstance(node, ast.ClusterStmt):
+            self.flag("ban-vacuum-full-and-cluster", "CLUSTER rewrites the table")
+        elif isinstance(node, ast.ReindexStmt):
+            concurrent = any(p.defname == "concurrently" for p in node.params or ())
+            if concurrent and self.ctx.in_transaction:
+                self.flag(
+                    "ban-concurrent-index-creation-in-transaction",
+                    "REINDEX CONCURRENTLY inside a transaction fails",
+                )
+            elif not concurrent:
+                self.flag(
+                    "require-concurrent-reindex",
+                    "REINDEX without CONCURRENTLY blocks writes (and reads using the index)",
+                )
+        elif isinstance(node, ast.AlterEnumStmt):
+            if node.oldVal is not None and self.expand:
+                self.flag(
+                    "renaming-object",
+                    f"renaming enum value {node.oldVal!r} breaks the old release",
+                )
+            elif node.oldVal is None and node.newValNeighbor is None:
+                self.flag(
+                    "require-enum-value-ordering",
+                    f"ADD VALUE {node.newVal!r} without BEFORE/AFTER",
+                )
+        elif isinstance(node, ast.CreateDomainStmt) and any(
+            c.contype == ConstrType.CONSTR_CHECK for c in node.constraints or ()
+        ):
+            self.flag("ban-create-domain-with-constraint", "CREATE DOMAIN with a CHECK")
+        elif (
+            isinstance(node, ast.AlterDomainStmt)
+            and node.subtype == "C"
+            and not getattr(node.def_, "skip_validation", False)
+        ):
+            self.flag("ban-alter-domain-with-add-constraint", "ALTER DOMAIN ... ADD CONSTRAINT")
+        elif isinstance(node, ast.DropdbStmt):
+            self.flag("ban-drop-database", f"DROP DATABASE {node.dbname}")
+        elif isinstance(node, ast.AlterObjectSchemaStmt) and self.expand:
+            self.flag("renaming-object", f"moving an object to schema {node.newschema} breaks the old release")
 
     def column_types(self, table: str, column: ast.ColumnDef) -> None:
         name = _type_name(column.typeName)
@@ -318,6 +540,12 @@ class _RevisionLinter:
             self.flag(
                 "prefer-timestamptz", f"{table}.{column.colname} is TIMESTAMP without time zone"
             )
+        if name in SERIALS:
+            self.flag("prefer-identity", f"{table}.{column.colname} is {name.upper()}")
+        if name == "varchar" and column.typeName.typmods:
+            self.flag("prefer-text-field", f"{table}.{column.colname} is VARCHAR(n)")
+        if name == "bpchar":
+            self.flag("ban-char-field", f"{table}.{column.colname} is CHAR(n)")
 
     def index(self, node: ast.IndexStmt) -> None:
         table = node.relation.relname
@@ -357,9 +585,18 @@ class _RevisionLinter:
                 self.flag(
                     "ban-drop-table", f"DROP TABLE {', '.join(dropped)} in an expand revision"
                 )
+        elif node.removeType in DROPPED_OBJECTS and self.expand:
+            kind = DROPPED_OBJECTS[node.removeType]
+            self.flag("ban-drop-object-in-expand", f"DROP {kind} in an expand revision")
 
     def rename(self, node: ast.RenameStmt) -> None:
-        if not self.expand or node.relation is None or node.relation.relname in self.ctx.created:
+        if not self.expand or (node.relation is not None and node.relation.relname in self.ctx.created):
+            return
+        if node.relation is None or node.renameType not in (
+            ObjectType.OBJECT_COLUMN,
+            ObjectType.OBJECT_TABLE,
+        ):
+            self.flag("renaming-object", f"renaming to {node.newname} in an expand revision")
             return
         table = node.relation.relname
         if node.renameType == ObjectType.OBJECT_COLUMN:
@@ -411,12 +648,45 @@ class _RevisionLinter:
                 "ban-drop-column",
                 f"dropping {table}.{command.name} in an expand revision breaks the old release",
             )
+        elif new:
+            return
+        elif kind in (
+            AlterTableType.AT_AddIdentity,
+            AlterTableType.AT_SetIdentity,
+            AlterTableType.AT_DropIdentity,
+        ):
+            self.flag(
+                "ban-alter-identity",
+                f"changing the identity of {table}.{command.name}: inserts of the old release may fail",
+            )
+        elif kind == AlterTableType.AT_DropNotNull and self.expand:
+            self.flag("ban-drop-not-null", f"{table}.{command.name} DROP NOT NULL")
+        elif (
+            kind == AlterTableType.AT_DropConstraint
+            and self.expand
+            and command.name not in self.ctx.not_null_checks  # the SET NOT NULL recipe's helper
+        ):
+            self.flag("ban-drop-constraint", f"dropping {command.name} of {table} in an expand revision")
+        elif kind == AlterTableType.AT_DropExpression and self.expand:
+            self.flag("ban-drop-generated-expression", f"{table}.{command.name} DROP EXPRESSION")
+        elif kind == AlterTableType.AT_DetachPartition and not command.def_.concurrent:
+            self.flag(
+                "require-concurrent-partition-detach",
+                f"DETACH PARTITION {command.def_.name.relname} takes ACCESS EXCLUSIVE on {table}",
+            )
 
     def add_column(self, table: str, column: ast.ColumnDef) -> None:
         constraints = list(column.constraints or ())
         kinds = {c.contype for c in constraints}
         where = f"{table}.{column.colname}"
         default = next((c for c in constraints if c.contype == ConstrType.CONSTR_DEFAULT), None)
+        if any(
+            c.contype == ConstrType.CONSTR_GENERATED and c.generated_kind != "v" for c in constraints
+        ):
+            self.flag(
+                "adding-stored-generated-column",
+                f"{where} is GENERATED ... STORED: computing it rewrites the table under ACCESS EXCLUSIVE",
+            )
         if _type_name(column.typeName) in SERIALS:
             self.flag(
                 "adding-field-with-default",
@@ -501,3 +771,70 @@ def lint_sql(
     return lint_revisions(
         [RevisionSQL(revision, sql, phase, lint_suppress or {})], assume_in_transaction
     )
+
+
+@dataclass(frozen=True)
+class ObservedStatement:
+    """One statement as a shadow database saw it run: the locks it took on relations that
+    existed before its revision, and the tables whose storage it replaced (a rewrite)."""
+
+    revision: str
+    statement: str
+    locks: tuple[tuple[str, str], ...] = ()
+    rewritten: tuple[str, ...] = ()
+    autocommit: bool = False
+
+
+LOCK_NAMES = {
+    "AccessShareLock": "ACCESS SHARE",
+    "RowShareLock": "ROW SHARE",
+    "RowExclusiveLock": "ROW EXCLUSIVE",
+    "ShareUpdateExclusiveLock": "SHARE UPDATE EXCLUSIVE",
+    "ShareLock": "SHARE",
+    "ShareRowExclusiveLock": "SHARE ROW EXCLUSIVE",
+    "ExclusiveLock": "EXCLUSIVE",
+    "AccessExclusiveLock": "ACCESS EXCLUSIVE",
+}
+
+
+def _verb(statement: str) -> str:
+    words = statement.split()
+    return " ".join(words[:3] if words[:1] in (["CREATE"], ["ALTER"], ["DROP"]) else words[:2])
+
+
+def lint_observed(
+    observed: Iterable[ObservedStatement], lint_suppress: Mapping[str, Mapping[str, str]] | None = None
+) -> list[Finding]:
+    """Facts, not guesses: what each statement locked (info) and which tables it rewrote (error)."""
+    findings = []
+    for item in observed:
+        reasons = (lint_suppress or {}).get(item.revision, {})
+        statement = " ".join(item.statement.split())
+        held: dict[str, list[str]] = {}
+        for relation, mode in item.locks:
+            held.setdefault(LOCK_NAMES.get(mode, mode), []).append(relation)
+        facts = [f"{mode} on {', '.join(sorted(set(rels)))}" for mode, rels in sorted(held.items())]
+        if facts:
+            findings.append(_observed_finding(
+                item, "observed-lock", f"{_verb(statement)} took {'; '.join(facts)}", reasons
+            ))
+        if item.rewritten:
+            strongest = "ACCESS EXCLUSIVE" if "ACCESS EXCLUSIVE" in held else "its locks"
+            tables = ", ".join(item.rewritten)
+            findings.append(_observed_finding(
+                item,
+                "observed-table-rewrite",
+                f"{_verb(statement)} took {strongest} and rewrote {len(item.rewritten)} "
+                f"table{'s' if len(item.rewritten) > 1 else ''} ({tables})",
+                reasons,
+            ))
+    return findings
+
+
+def _observed_finding(
+    item: ObservedStatement, rule: str, message: str, reasons: Mapping[str, str]
+) -> Finding:
+    spec = RULES[rule]
+    reason = reasons.get(rule)
+    return Finding(item.revision, rule, spec.severity, message, spec.recipe,
+                   " ".join(item.statement.split())[:300], 0, reason is not None, reason)

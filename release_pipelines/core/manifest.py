@@ -286,10 +286,30 @@ class DatabaseChecks(Strict):
     blocking: bool = True
 
 
+class MigrationsSource(Strict):
+    """An Alembic project as its users configure it: a folder, an ini file, or both."""
+
+    path: str | None = Field(default=None, description="script location, relative to the manifest")
+    ini: str | None = Field(default=None, description="alembic.ini or pyproject.toml, relative to the manifest")
+    section: str = Field(default="alembic", description="the ini section (alembic --name)")
+    engine: str | None = Field(default=None, description="multidb template: the one database of `databases`")
+
+    @model_validator(mode="after")
+    def _somewhere(self) -> MigrationsSource:
+        if self.path is None and self.ini is None:
+            raise ValueError("give path (the Alembic folder) or ini (alembic.ini / pyproject.toml)")
+        return self
+
+    def __str__(self) -> str:
+        return self.path or self.ini or ""
+
+
 class Database(Strict):
     name: Name
     url: str = Field(description="an environment reference: ${VAR} or ${VAR:-default}")
-    migrations: str = Field(description="Alembic script location, relative to the manifest")
+    migrations: str | MigrationsSource = Field(
+        description="Alembic script location relative to the manifest, or {path, ini, section, engine}"
+    )
     tables: list[Table] = Field(default_factory=list)
     checks: DatabaseChecks = Field(default_factory=DatabaseChecks)
     rollback: RollbackStrategy = RollbackStrategy.downgrade

@@ -66,10 +66,11 @@ def _module_string(tree: ast.Module, name: str) -> str | None:
 _PARSE_LOCK = threading.Lock()
 
 
-def analyze_revision_source(source: str, path: str) -> Reversibility:
+def analyze_revision_source(source: str, path: str, function: str = "downgrade") -> Reversibility:
     """Whether one revision's downgrade() does anything, with the reason when it does not.
 
-    `path` names the file in messages; the caller reads it (`resources.migrations`)."""
+    `path` names the file in messages; the caller reads it (`resources.migrations`). A multidb
+    project's revisions keep each database's steps in `downgrade_<name>()`: pass that name."""
     name = PurePath(path).name
     try:
         with _PARSE_LOCK:
@@ -78,16 +79,16 @@ def analyze_revision_source(source: str, path: str) -> Reversibility:
         return Reversibility(PurePath(path).stem, path, False, f"cannot parse {name}: line {exc.lineno}: {exc.msg}")
     revision = _module_string(tree, "revision") or PurePath(path).stem
     downgrade = next(
-        (n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "downgrade"), None
+        (n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == function), None
     )
     if downgrade is None:
-        return Reversibility(revision, path, False, "no downgrade() function")
+        return Reversibility(revision, path, False, f"no {function}() function")
     body = [s for s in downgrade.body if not _is_noop(s)]
     where = f"{name}:{downgrade.lineno}"
     if not body:
-        return Reversibility(revision, path, False, f"downgrade() is empty ({where})")
+        return Reversibility(revision, path, False, f"{function}() is empty ({where})")
     if len(body) == 1 and _raises_not_implemented(body[0]):
-        return Reversibility(revision, path, False, f"downgrade() raises NotImplementedError ({where})")
+        return Reversibility(revision, path, False, f"{function}() raises NotImplementedError ({where})")
     return Reversibility(revision, path, True)
 
 

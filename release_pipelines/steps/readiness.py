@@ -7,6 +7,7 @@ from typing import Any
 from release_pipelines.core.product import Product
 from release_pipelines.core.readiness import RollbackReadiness, assess, rollback_durations
 from release_pipelines.core.states import ReleaseState
+from release_pipelines.resources.alembic_config import project_for
 from release_pipelines.resources.migrations import load_revisions
 
 
@@ -15,7 +16,7 @@ def readiness_for(ledger: Any, product: Product, release: Any) -> RollbackReadin
     reversible: dict[str, bool] = {}
     for database in product.manifest.databases:
         try:
-            for info in load_revisions(product.directory / database.migrations):
+            for info in load_revisions(project_for(database, product.directory)):
                 reversible[info.revision] = info.reversible
         except Exception:  # noqa: BLE001, S112 - an unreadable history only loses precision
             continue
