@@ -167,7 +167,8 @@ def test_expand_under_write_load_loses_no_write(postgres_url: str) -> None:
 
 @pytest.mark.postgres
 def test_a_long_lock_holder_makes_the_revision_fail_fast_and_whole(postgres_url: str) -> None:
-    migrate = runner(postgres_url, lock_timeout_ms=100, retries=2)
+    # max_lock_wait_s=0: no waiting outside the lock queue (tests/integration/test_lock_wait_pg.py)
+    migrate = runner(postgres_url, lock_timeout_ms=100, retries=2, max_lock_wait_s=0)
     migrate.upgrade("0001_tables")
     blocker = connect(postgres_url)
     try:
