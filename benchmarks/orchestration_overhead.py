@@ -61,6 +61,7 @@ def plain_loop(product) -> None:
     """The release job's steps, in dependency order, without Dagster."""
     from release_pipelines.core.planner import ServiceChange, plan_release
     from release_pipelines.core.states import ReleaseState
+    from release_pipelines.core.traffic import weights_for_step
     from release_pipelines.orchestration.dagster_resources import (
         FlagsResource,
         LedgerResource,
@@ -69,7 +70,7 @@ def plain_loop(product) -> None:
     from release_pipelines.steps.context import StepContext
     from release_pipelines.steps.deploy import apply_deploy
     from release_pipelines.steps.preflight import preflight_problems
-    from release_pipelines.steps.traffic import apply_weights, weights_for_step
+    from release_pipelines.steps.traffic import apply_weights
 
     log = lambda _m: None
     # preflight

@@ -17,7 +17,9 @@ import time
 from dataclasses import dataclass
 
 import httpx
-from release_pipelines.resources.metrics import MetricsSnapshot, MetricsUnavailable, VersionMetrics
+from release_pipelines.resources.metrics import MetricsUnavailable
+
+from release_pipelines.core.metrics import MetricsSnapshot, VersionMetrics
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,9 @@ from functools import cache
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
-from release_pipelines.resources.metrics import MetricsSnapshot, MetricsUnavailable, VersionMetrics
+from release_pipelines.resources.metrics import MetricsUnavailable
+
+from release_pipelines.core.metrics import MetricsSnapshot, VersionMetrics
 
 REQUESTS = "release_router_requests"
 DURATION = "release_router_request_duration_seconds"

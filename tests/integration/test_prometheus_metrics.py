@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
-from release_pipelines.resources.metrics import MetricsSnapshot, MetricsUnavailable
+from release_pipelines.resources.metrics import MetricsUnavailable
 from release_pipelines.resources.prometheus_metrics import (
     PrometheusMetricsProvider,
     PromQLTemplates,
@@ -31,6 +31,7 @@ from release_pipelines.core.canary import (
 )
 from release_pipelines.core.judge import Verdict
 from release_pipelines.core.manifest import Canary, Deploy, LocalDeploy, Manifest, Service
+from release_pipelines.core.metrics import MetricsSnapshot
 from tests.prometheus_server import Processes, PrometheusServer, free_port, wait_until
 
 pytestmark = pytest.mark.slow

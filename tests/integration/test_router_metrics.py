@@ -11,9 +11,10 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
-from release_pipelines.resources.metrics import MetricsUnavailable, VersionMetrics
+from release_pipelines.resources.metrics import MetricsUnavailable
 from release_pipelines.resources.router_metrics import RouterMetricsProvider, parse_router_metrics
 
+from release_pipelines.core.metrics import VersionMetrics
 from tests.prometheus_server import Processes, free_port, stop
 
 SERVICE = "catalog"

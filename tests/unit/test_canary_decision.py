@@ -10,7 +10,6 @@ import math
 from dataclasses import dataclass
 
 import pytest
-from release_pipelines.resources.metrics import VersionMetrics
 
 from release_pipelines.core.canary import (
     ServiceSeries,
@@ -31,6 +30,7 @@ from release_pipelines.core.manifest import (
     OnDeadline,
     Service,
 )
+from release_pipelines.core.metrics import VersionMetrics
 
 P, F, I = Verdict.passed, Verdict.failed, Verdict.inconclusive
 LES = (0.005, 0.01, 0.025, 0.05, 0.1, math.inf)

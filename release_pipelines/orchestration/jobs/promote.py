@@ -13,6 +13,7 @@ from release_pipelines.core.graph import dependency_edges, waves
 from release_pipelines.core.manifest import ApprovalPhase, FlagStep
 from release_pipelines.core.product import Product
 from release_pipelines.core.states import ReleaseState
+from release_pipelines.core.traffic import step_count, weights_for_step
 from release_pipelines.orchestration.dagster_resources import (
     FlagsResource,
     LedgerResource,
@@ -30,7 +31,7 @@ from release_pipelines.steps.approval import missing_approvals
 from release_pipelines.steps.complete import finish_release
 from release_pipelines.steps.deploy import apply_promote
 from release_pipelines.steps.flags import flags_for, set_flags
-from release_pipelines.steps.traffic import apply_weights, step_count, weights_for_step
+from release_pipelines.steps.traffic import apply_weights
 
 
 class PromoteConfig(Config):

@@ -25,6 +25,7 @@ from release_pipelines.core.errors import ReleaseError
 from release_pipelines.core.planner import ServiceChange, plan_release
 from release_pipelines.core.product import Product
 from release_pipelines.core.states import ReleaseState
+from release_pipelines.core.traffic import weights_for_step
 from release_pipelines.orchestration.dagster_resources import (
     FlagsResource,
     LedgerResource,
@@ -49,7 +50,7 @@ from release_pipelines.steps import migrate as migrate_steps
 from release_pipelines.steps.deploy import apply_deploy
 from release_pipelines.steps.environments import entry_problems
 from release_pipelines.steps.preflight import preflight_problems
-from release_pipelines.steps.traffic import apply_weights, weights_for_step
+from release_pipelines.steps.traffic import apply_weights
 
 
 class ReleaseConfig(Config):
