@@ -23,17 +23,21 @@ from release_pipelines.resources.ledger_schema import (
     REQUEST_STATES,
     Approval,
     Chain,
+    Checkpoint,
     Event,
     Release,
     ReleaseRequest,
     VerifyReport,
     approvals,
     chain_head,
+    checkpoints,
     events,
+    ledger_info,
     link_problem,
     release_requests,
     releases,
     to_approval,
+    to_checkpoint,
     to_event,
     to_release,
     to_request,
@@ -41,7 +45,13 @@ from release_pipelines.resources.ledger_schema import (
 )
 from sqlalchemy import Connection, Engine, create_engine, event, insert, select, update
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.exc import (
+    ArgumentError,
+    IntegrityError,
+    NoSuchModuleError,
+    OperationalError,
+    SQLAlchemyError,
+)
 
 from release_pipelines.core.errors import LedgerError, ReleaseAlreadyActive, ReleaseError
 from release_pipelines.core.states import ACTIVE_STATES, ReleaseState, check_transition
@@ -50,6 +60,7 @@ __all__ = [
     "DEFAULT_URL",
     "ENV_VAR",
     "Approval",
+    "Checkpoint",
     "Event",
     "Ledger",
     "Release",
@@ -207,15 +218,19 @@ class Ledger:
             return chain.append(release_id, kind, actor, run_id, payload)
 
     def add_approval(
-        self, release_id: str, phase: str, approver: str, comment: str | None = None
+        self, release_id: str, phase: str, approver: str, comment: str | None = None,
+        statement: str | None = None, signature: str | None = None,
     ) -> Approval:
-        """Record a sign-off (also as an `approval:<phase>` event); each person approves once."""
-        approval = Approval(release_id, phase, approver, comment, datetime.now(UTC))
+        """Record a sign-off (also as an `approval:<phase>` event, whose hash then covers the signed
+        statement and signature); each person approves once."""
+        approval = Approval(release_id, phase, approver, comment, datetime.now(UTC), statement, signature)
         try:
             with self._write() as chain:
                 self._require(chain.conn, release_id)
                 chain.conn.execute(insert(approvals).values(**approval.__dict__))
-                details = {"approver": approver, "comment": comment}
+                details = {"approver": approver, "comment": comment, "signed": bool(signature)}
+                if signature:
+                    details |= {"statement": statement, "signature": signature}
                 chain.append(release_id, f"approval:{phase}", approver, None, details)
         except IntegrityError:
             raise ReleaseError(
@@ -232,13 +247,17 @@ class Ledger:
         actor: str,
         window: str = "next",
         comment: str | None = None,
+        request_id: str | None = None,
+        statement: str | None = None,
+        signature: str | None = None,
     ) -> ReleaseRequest:
-        """Queue a release for the product's next release window (event `request:queued`)."""
+        """Queue a release for the product's next release window (event `request:queued`); a signed
+        request names its id in the statement, so the same signature never queues twice."""
         if not versions:
             raise ReleaseError("a release request needs at least one SERVICE=VERSION")
         now = datetime.now(UTC)
         row = {
-            "id": f"req-{new_release_id(product, now)}",
+            "id": request_id or new_request_id(product, now),
             "product": product,
             "versions": dict(versions),
             "state": "queued",
@@ -249,13 +268,19 @@ class Ledger:
             "updated_at": now,
             "updated_by": actor,
             "run_id": None,
+            "statement": statement,
+            "signature": signature,
         }
-        with self._write() as chain:
-            chain.conn.execute(insert(release_requests).values(**row))
-            chain.append(None, "request:queued", actor, None, {
-                "request_id": row["id"], "product": product, "versions": row["versions"],
-                "window": window, "comment": comment,
-            })
+        details = {"request_id": row["id"], "product": product, "versions": row["versions"],
+                   "window": window, "comment": comment, "signed": bool(signature)}
+        if signature:
+            details |= {"statement": statement, "signature": signature}
+        try:
+            with self._write() as chain:
+                chain.conn.execute(insert(release_requests).values(**row))
+                chain.append(None, "request:queued", actor, None, details)
+        except IntegrityError:
+            raise ReleaseError(f"release request {row['id']} is already queued (a signed request is queued once)") from None
         return to_request(row)
 
     def mark_request(
@@ -379,6 +404,34 @@ class Ledger:
         with self._read() as conn:
             return [to_approval(r) for r in conn.execute(query).mappings()]
 
+    def head(self) -> tuple[int, str]:
+        """(seq, hash) of the chain's last event: what a signed statement says it saw."""
+        with self._read() as conn:
+            row = conn.execute(select(chain_head.c.seq, chain_head.c.hash)).one()
+        return row.seq, row.hash
+
+    def event_hashes(self, after: int = 0, upto: int | None = None) -> list[tuple[int, str]]:
+        """(seq, hash) of the events after `after` up to `upto`, in order."""
+        query = select(events.c.seq, events.c.hash).where(events.c.seq > after).order_by(events.c.seq)
+        if upto is not None:
+            query = query.where(events.c.seq <= upto)
+        with self._read() as conn:
+            return [(r.seq, r.hash) for r in conn.execute(query)]
+
+    def ledger_id(self) -> str:
+        with self._read() as conn:
+            return conn.execute(select(ledger_info.c.ledger_id)).scalar_one()
+
+    def add_checkpoint(self, checkpoint: Checkpoint) -> Checkpoint:
+        """Store a signed checkpoint (its copies outside the database are the caller's)."""
+        with self._write() as chain:
+            chain.conn.execute(insert(checkpoints).values(**checkpoint.__dict__))
+        return checkpoint
+
+    def checkpoints(self) -> list[Checkpoint]:
+        with self._read() as conn:
+            return [to_checkpoint(r) for r in conn.execute(select(checkpoints).order_by(checkpoints.c.seq)).mappings()]
+
     def verify(self) -> VerifyReport:
         """Recompute the whole chain and name the first event that was altered, lost or moved."""
         with self._read() as conn:
@@ -409,10 +462,13 @@ class Ledger:
     @contextmanager
     def _write(self) -> Iterator[Chain]:
         """A write transaction that holds the chain head for its whole life (serialises writers)."""
-        with self._engine.connect() as conn:
-            conn.execution_options(ledger_write=True)
-            with conn.begin():
-                yield Chain(conn)
+        try:
+            with self._engine.connect() as conn:
+                conn.execution_options(ledger_write=True)
+                with conn.begin():
+                    yield Chain(conn)
+        except OperationalError as exc:
+            raise LedgerError(_write_problem(self.url, exc)) from exc
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:
@@ -459,6 +515,21 @@ def _create_engine(url: str) -> Engine:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
     return engine
+
+
+def new_request_id(product: str, now: datetime) -> str:
+    return f"req-{new_release_id(product, now)}"
+
+
+def _write_problem(url: str, exc: OperationalError) -> str:
+    """A write the database refused (disk full, read-only, gone): nothing was recorded, so the
+    step that asked stops before it acts; the release resumes or rolls back once writes work."""
+    reason = str(exc.orig or exc).strip().splitlines()[0]
+    return (
+        f"cannot write to the release ledger at {redact(url)}: {reason}. Nothing was recorded and the step "
+        "stopped before acting; once the ledger accepts writes again (disk space, read-only mount, "
+        "connection), re-run the job or roll the release back."
+    )
 
 
 def _open_problem(url: str, exc: BaseException) -> str:

@@ -114,6 +114,8 @@ approvals = Table(
     Column("approver", String(200), nullable=False),
     Column("comment", Text, nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("statement", Text, nullable=True),  # migration 0004: what the approver signed
+    Column("signature", Text, nullable=True),  # ... and the armored SSH signature (NULL: unsigned)
     UniqueConstraint("release_id", "phase", "approver", name="uq_approvals_release_phase_approver"),
 )
 
@@ -131,9 +133,31 @@ release_requests = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("updated_by", String(200), nullable=False),
     Column("run_id", String(200), nullable=True),
+    Column("statement", Text, nullable=True),  # migration 0004
+    Column("signature", Text, nullable=True),
     Index("ix_release_requests_product_state", "product", "state", "created_at"),
 )
 """Releases queued for a release window (migration 0002); no foreign key: the release comes later."""
+
+checkpoints = Table(
+    "checkpoints",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("head", String(64), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("public_key", Text, nullable=False),
+    Column("statement", Text, nullable=False),
+    Column("signature", Text, nullable=False),
+)
+"""Deployment-signed snapshots of the chain head (migration 0004); copies live outside too."""
+
+ledger_info = Table(
+    "ledger_info",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("ledger_id", String(64), nullable=False),
+)
+"""One row: this ledger's random id, named in its checkpoints (migration 0004)."""
 
 REQUEST_STATES = ("queued", "launched", "cancelled")
 
@@ -181,6 +205,24 @@ class Approval:
     approver: str
     comment: str | None
     created_at: datetime
+    statement: str | None = None  # the signed statement (migration 0004); None: unsigned
+    signature: str | None = None
+
+    @property
+    def signed(self) -> bool:
+        return bool(self.signature)
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A signed snapshot of the chain head at `seq` (the statement lists every hash since the last)."""
+
+    seq: int
+    head: str
+    created_at: datetime
+    public_key: str
+    statement: str
+    signature: str
 
 
 @dataclass(frozen=True)
@@ -198,6 +240,8 @@ class ReleaseRequest:
     updated_at: datetime
     updated_by: str
     run_id: str | None
+    statement: str | None = None  # migration 0004: the requester's signed statement
+    signature: str | None = None
 
 
 @dataclass(frozen=True)
@@ -289,6 +333,10 @@ def to_event(row: Mapping[str, Any]) -> Event:
 
 def to_approval(row: Mapping[str, Any]) -> Approval:
     return Approval(**{**row, "created_at": utc(row["created_at"])})
+
+
+def to_checkpoint(row: Mapping[str, Any]) -> Checkpoint:
+    return Checkpoint(**{**row, "created_at": utc(row["created_at"])})
 
 
 def to_request(row: Mapping[str, Any]) -> ReleaseRequest:

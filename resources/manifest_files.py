@@ -8,16 +8,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from release_pipelines.resources.signatures import with_signer_keys
+
 from release_pipelines.core.errors import ManifestError, Problem
 from release_pipelines.core.manifest import Manifest
 from release_pipelines.core.manifest_loader import parse_manifest
 from release_pipelines.core.product import Product, shared_name_problems
+from release_pipelines.core.statements import APPROVAL_NAMESPACE
 
 MANIFEST_NAMES = ("release.yaml", "release.yml")
 
 
 def load_manifest(path: str | Path) -> Manifest:
-    """Read and validate a manifest file."""
+    """Read and validate a manifest file (and the allowed_signers files its approval rules name)."""
     path = Path(path)
     try:
         raw = path.read_bytes()
@@ -29,7 +32,7 @@ def load_manifest(path: str | Path) -> Manifest:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ManifestError([Problem("", f"not UTF-8 text (byte {exc.start})", str(path))]) from None
-    return parse_manifest(text, str(path))
+    return with_signer_keys(parse_manifest(text, str(path)), path, APPROVAL_NAMESPACE)
 
 
 def load_product(path: str | Path) -> Product:

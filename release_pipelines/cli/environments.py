@@ -35,6 +35,7 @@ from release_pipelines.core.environments import (
 from release_pipelines.core.errors import ReleaseError
 from release_pipelines.core.states import ReleaseState
 from release_pipelines.resources import settings
+from release_pipelines.steps.approval import approve_entry, sign_approval
 from release_pipelines.steps.environments import entry_problems, where_versions_ran
 
 
@@ -91,9 +92,12 @@ def promote_env(release_id: str, to: str, launch: bool, host: str, port: int, lo
 @click.option("--to", "to", required=True, help="the environment the approval lets the release enter")
 @click.option("--as", "approver", default=None, help="who approves; default: RELEASE_ACTOR or the OS user")
 @click.option("--comment", default=None)
+@click.option("--key", type=click.Path(path_type=Path), default=None,
+              help="SSH key to sign with (default: the SSH agent when the rule needs signatures)")
 @manifests_option
 @user_errors
-def approve_env(release_id: str, to: str, approver: str | None, comment: str | None, manifests: Path | None) -> None:
+def approve_env(release_id: str, to: str, approver: str | None, comment: str | None, key: Path | None,
+                manifests: Path | None) -> None:
     """Approve the versions of RELEASE_ID entering --to (the environment's `promote_into` rule)."""
     book = open_ledger()
     release, product = _source(book, release_id, to, manifests)
@@ -107,8 +111,11 @@ def approve_env(release_id: str, to: str, approver: str | None, comment: str | N
         raise ReleaseError(f"{approver} may not approve entering {to}; the approvers are: {', '.join(env.promote_into.group)}")
     if release.state is not ReleaseState.COMPLETED:
         raise ReleaseError(f"release {release.id} is {release.state.value}; approve it into {to} once it completed")
-    book.add_approval(release.id, approval_phase(to), approver, comment)
-    console.print(f"{approver} approved {release.id} into {to}", highlight=False)
+    rule, phase = env.promote_into, approval_phase(to)
+    signed = (sign_approval(book, release, phase, approver, comment, key)
+              if key is not None or rule.signatures.value == "required" else None)
+    approve_entry(rule, book, release, phase, approver, comment, signed)
+    console.print(f"{approver} approved {release.id} into {to} ({'signed' if signed else 'unsigned'})", highlight=False)
 
 
 @click.command("environments")

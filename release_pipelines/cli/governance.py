@@ -23,13 +23,15 @@ from release_pipelines.cli.common import (
     product_named,
     user_errors,
 )
+from release_pipelines.core.approvals import approval_refusal, signatures_required
+from release_pipelines.core.errors import ReleaseError
 from release_pipelines.core.manifest import ApprovalPhase
 from release_pipelines.core.planner import plan_release
 from release_pipelines.core.records import render_release_notes
 from release_pipelines.core.windows import next_opening, window_status
 from release_pipelines.resources import settings
 from release_pipelines.resources.manifest_files import load_product
-from release_pipelines.steps.approval import approve, missing_approvals
+from release_pipelines.steps.approval import approve, missing_approvals, sign_approval
 
 PHASES = ["launch", "promote", "contract", "break_glass"]
 
@@ -39,18 +41,35 @@ PHASES = ["launch", "promote", "contract", "break_glass"]
 @click.option("--phase", type=click.Choice(PHASES), required=True, help="what is approved")
 @click.option("--as", "approver", default=None, help="who approves; default: RELEASE_ACTOR or the OS user")
 @click.option("--comment", default=None, help="why; recorded with the approval")
+@click.option("--key", type=click.Path(path_type=Path), default=None,
+              help="SSH key to sign with: a private key, or a .pub whose private half is in the agent "
+                   "(default: the SSH agent's first key)")
+@click.option("--sign-only", is_flag=True,
+              help="print the signed approval (for the Dagster approval job's signed_approval field); record nothing")
 @manifest_option
 @user_errors
-def approve_command(release_id: str, phase: str, approver: str | None, comment: str | None,
-                    manifest: Path | None) -> None:
-    """Approve a phase of a release (never the launcher's own; only the rule's group)."""
+def approve_command(release_id: str, phase: str, approver: str | None, comment: str | None, key: Path | None,
+                    sign_only: bool, manifest: Path | None) -> None:
+    """Approve a phase of a release, signed with your SSH key (never the launcher's own; only the
+    rule's group). Unsigned only where the manifest's rule says `signatures: optional`."""
 
     book = open_ledger()
     release = book.get(release_id)
     product = product_named(release.product, manifest)
     who = approver or settings.identity()
-    recorded = approve(product.manifest, book, release_id, phase, who, comment)
-    console.print(f"[green]approved[/] {recorded.phase} of {recorded.release_id} by [bold]{recorded.approver}[/]")
+    problem = approval_refusal(product.manifest, release, phase, who)
+    if problem:
+        raise ReleaseError(f"approval refused: {problem}")
+    rules = [r for r in product.manifest.approvals if r.phase.value == phase]
+    signed = None
+    if key is not None or sign_only or signatures_required(rules):
+        signed = sign_approval(book, release, phase, who, comment, key)
+        if sign_only:
+            click.echo(signed, nl=False)
+            return
+    recorded = approve(product.manifest, book, release_id, phase, who, comment, signed)
+    how = "signed" if recorded.signed else "[yellow]unsigned[/]"
+    console.print(f"[green]approved[/] {recorded.phase} of {recorded.release_id} by [bold]{recorded.approver}[/] ({how})")
     if phase != "break_glass":
         waiting = missing_approvals(product.manifest, book, release, ApprovalPhase(phase))
         console.print(waiting if waiting else f"{phase}: every required approval is in", highlight=False)

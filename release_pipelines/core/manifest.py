@@ -398,7 +398,51 @@ class ApprovalPhase(str, Enum):
     break_glass = "break_glass"
 
 
-class ApprovalRule(Strict):
+class Signatures(str, Enum):
+    required = "required"
+    optional = "optional"
+
+
+OPENSSH_PUBLIC_KEY = re.compile(r"^(ssh-ed25519|ssh-rsa) [A-Za-z0-9+/]+={0,2}( .*)?$")
+
+
+class SignedBy(Strict):
+    """Whose SSH signatures count for an approval rule: `signers` is an OpenSSH allowed_signers
+    file (relative to the manifest; read when the manifest loads) or {principal: public key(s)}."""
+
+    signers: str | dict[str, str | list[str]] | None = Field(
+        default=None, description="allowed_signers file, or {principal: 'ssh-ed25519 AAAA...'}"
+    )
+    signatures: Signatures = Field(
+        default=Signatures.required, description="optional: unsigned approvals count too (a demo)"
+    )
+
+    @field_validator("signers")
+    @classmethod
+    def _public_keys(cls, signers: str | dict[str, str | list[str]] | None) -> str | dict | None:
+        if isinstance(signers, dict):
+            for principal, keys in signers.items():
+                for key in [keys] if isinstance(keys, str) else keys:
+                    if not OPENSSH_PUBLIC_KEY.match(key.strip()):
+                        raise ValueError(f"signers.{principal}: {key[:30]!r} is not an OpenSSH ed25519 or RSA "
+                                         "public key (the one line of id_ed25519.pub)")
+        return signers
+
+    @model_validator(mode="after")
+    def _signers_when_required(self) -> SignedBy:
+        if self.signatures is Signatures.required and not self.signers:
+            raise ValueError("signed approvals need signers (an allowed_signers file or {principal: public key}); "
+                             "or set signatures: optional to accept unsigned approvals (a demo only)")
+        return self
+
+    def signer_keys(self) -> dict[str, list[str]]:
+        """principal -> public keys (a signers file is read into this form when the manifest loads)."""
+        if not isinstance(self.signers, dict):
+            return {}
+        return {p: [k.strip() for k in ([keys] if isinstance(keys, str) else keys)] for p, keys in self.signers.items()}
+
+
+class ApprovalRule(SignedBy):
     phase: ApprovalPhase
     required: int = Field(default=1, ge=1, le=10)
     group: list[str] = Field(min_length=1, description="who may approve")
@@ -424,7 +468,7 @@ class DatabaseOverride(Strict):
     _env_reference = field_validator("url")(Database._env_reference.__func__)
 
 
-class PromoteInto(Strict):
+class PromoteInto(SignedBy):
     """Who must approve before a release's versions enter this environment."""
 
     group: list[str] = Field(min_length=1, description="who may approve promotion into this environment")

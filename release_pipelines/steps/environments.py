@@ -10,6 +10,7 @@ from release_pipelines.core.environments import approval_phase, previous_environ
 from release_pipelines.core.manifest import Environment
 from release_pipelines.core.product import Product
 from release_pipelines.core.states import ReleaseState
+from release_pipelines.steps.approval import entry_approvers
 
 
 def not_green(book: Any, release_id: str) -> list[str]:
@@ -48,8 +49,8 @@ def missing_entry_approvals(env: Environment, book: Any, previous_release: Any, 
     if rule is None:
         return None
     excluded = {previous_release.created_by, actor}
-    got = sorted({a.approver for a in book.approvals(previous_release.id, approval_phase(env.name))
-                  if a.approver in rule.group and a.approver not in excluded})
+    got = [name.split(" ")[0] for name in
+           entry_approvers(rule, rule.group, book, previous_release, approval_phase(env.name), excluded)]
     if len(got) >= rule.required:
         return None
     eligible = [g for g in rule.group if g not in excluded and g not in got]

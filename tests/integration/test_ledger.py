@@ -348,7 +348,7 @@ def test_reopening_keeps_data_and_schema(fresh_url: str) -> None:
         with engine.connect() as conn:
             assert conn.execute(
                 text(f"SELECT version_num FROM {VERSION_TABLE}")
-            ).scalars().all() == ["0003"]
+            ).scalars().all() == ["0004"]
             assert (
                 compare_metadata(
                     MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE}),

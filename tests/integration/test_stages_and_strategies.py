@@ -50,7 +50,7 @@ environments:
   - name: staging
   - name: production
     flags: {new-listing: true}
-    promote_into: {group: [alice, bob], required: 1}
+    promote_into: {group: [alice, bob], required: 1, signatures: optional}
 """
 
 BLUE_GREEN = """product: bluegreen

@@ -40,8 +40,8 @@ windows:
     - {{days: [mon, tue, wed, thu, fri, sat, sun], start: "00:00", end: "23:59"}}
   freezes: {freezes}
 approvals:
-  - {{phase: promote, required: 1, group: [alice, bob, carol]}}
-  - {{phase: break_glass, required: 1, group: [alice, bob, carol]}}
+  - {{phase: promote, required: 1, group: [alice, bob, carol], signatures: optional}}
+  - {{phase: break_glass, required: 1, group: [alice, bob, carol], signatures: optional}}
 """
 FREEZE = f'[{{start: {TODAY - timedelta(days=1)}, end: {TODAY + timedelta(days=1)}, reason: "incident freeze"}}]'
 

@@ -20,7 +20,7 @@ BASE = {
                   "canary": {"strategy": "blue_green", "tenants": ["acme"]}}],
     "databases": [{"name": "shop_db", "url": "${SHOP_DB_URL}", "migrations": "m"}],
     "flags": [{"name": "express", "services": ["orders"]}],
-    "approvals": [{"phase": "contract", "group": ["alice"]}],
+    "approvals": [{"phase": "contract", "group": ["alice"], "signatures": "optional"}],
 }
 
 
@@ -39,7 +39,7 @@ def test_overrides_per_environment(tmp_path) -> None:
     m = manifest(environments=[
         {"name": "staging", "databases": {"shop_db": {"url": "${STAGING_DB_URL}"}}},
         {"name": "production", "flags": {"express": True}, "approvals": [],
-         "promote_into": {"group": ["bob"], "required": 1}},
+         "promote_into": {"group": ["bob"], "required": 1, "signatures": "optional"}},
     ])
     staging, production = environment_products(Product(m, tmp_path / "release.yaml"))
     assert (staging.name, staging.name.base, staging.name.environment) == ("shop_staging", "shop", "staging")
@@ -53,7 +53,7 @@ def test_overrides_per_environment(tmp_path) -> None:
     ([{"name": "a"}, {"name": "a"}], "unique"),
     ([{"name": "a", "databases": {"nope": {"url": "${X}"}}}], "unknown database"),
     ([{"name": "a", "flags": {"nope": True}}], "unknown flag"),
-    ([{"name": "a", "promote_into": {"group": ["x"]}}], "first one"),
+    ([{"name": "a", "promote_into": {"group": ["x"], "signatures": "optional"}}], "first one"),
     ([{"name": "a", "databases": {"shop_db": {"url": "postgresql://u:pw@h/db"}}}], "environment reference"),
 ])
 def test_bad_environments_are_refused(environments, message) -> None:
@@ -78,7 +78,7 @@ def test_one_active_release_per_product_and_environment(tmp_path) -> None:
 
 def test_entry_needs_the_same_versions_completed_green_before(tmp_path) -> None:
     m = manifest(environments=[{"name": "staging"},
-                               {"name": "production", "promote_into": {"group": ["bob", "ann"], "required": 1}}])
+                               {"name": "production", "promote_into": {"group": ["bob", "ann"], "required": 1, "signatures": "optional"}}])
     _, production = environment_products(Product(m, tmp_path / "release.yaml"))
     book = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
     assert "no release of these versions" in entry_problems(production, {"orders": "2"}, book, "ann")[0]

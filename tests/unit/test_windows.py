@@ -189,7 +189,7 @@ class _Release:
 
 
 def test_break_glass_release_waits_for_an_approval_from_someone_else() -> None:
-    manifest = _Manifest(OFFICE, [ApprovalRule(phase="break_glass", group=["alice", "bob", "carol"])])
+    manifest = _Manifest(OFFICE, [ApprovalRule(phase="break_glass", group=["alice", "bob", "carol"], signatures="optional")])
     planned = [_Event("state:planned", {"break_glass_reason": "INC-7 hotfix"}, utc(2026, 11, 28, 10))]
     waiting = break_glass_waiting_for(manifest, _Release(), planned, [])
     assert waiting and "INC-7 hotfix" in waiting and "bob, carol" in waiting and "alice cannot approve" in waiting
