@@ -1,0 +1,176 @@
+"""The one-round-trip backfill on a real PostgreSQL: killed with SIGKILL half-way it resumes from
+the recorded key and finishes while the application inserts and updates rows; its time-based
+batch size shrinks when another session holds row locks."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import psycopg2
+import pytest
+from release_pipelines.resources.backfill import PROGRESS_TABLE, backfill
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+ROWS = 60_000
+
+
+def connect(url: str, autocommit: bool = True):
+    parts = make_url(url)
+    conn = psycopg2.connect(
+        host=parts.host, port=parts.port or 5432, user=parts.username, dbname=parts.database
+    )
+    conn.autocommit = autocommit
+    return conn
+
+
+def scalar(url: str, sql: str):
+    conn = connect(url)
+    with conn.cursor() as cur:
+        cur.execute(sql)
+        value = cur.fetchone()
+    conn.close()
+    return None if value is None else value[0]
+
+
+def make_items(url: str, rows: int = ROWS) -> None:
+    conn = connect(url)
+    with conn.cursor() as cur:
+        cur.execute("CREATE TABLE items (id bigserial PRIMARY KEY, n int NOT NULL, doubled int)")
+        cur.execute(f"INSERT INTO items (n) SELECT g FROM generate_series(1, {rows}) g")
+        cur.execute("VACUUM ANALYZE items")
+    conn.close()
+
+
+class Application(threading.Thread):
+    """The new release: inserts rows and updates existing ones, writing `doubled` itself."""
+
+    def __init__(self, url: str):
+        super().__init__(daemon=True)
+        self.url, self.inserts, self.updates, self.failures = url, 0, 0, []
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        rng = random.Random(7)
+        conn = connect(self.url)
+        with conn.cursor() as cur:
+            while not self.stopping.is_set():
+                try:
+                    if rng.random() < 0.5:
+                        n = rng.randint(1, 1000)
+                        cur.execute("INSERT INTO items (n, doubled) VALUES (%s, %s)", (n, 2 * n))
+                        self.inserts += 1
+                    else:
+                        cur.execute(
+                            "UPDATE items SET n = n + 1, doubled = (n + 1) * 2 WHERE id = %s",
+                            (rng.randint(1, ROWS),),
+                        )
+                        self.updates += 1
+                except psycopg2.Error as exc:
+                    self.failures.append(str(exc))
+                time.sleep(0.002)
+        conn.close()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.join(10)
+
+
+@pytest.mark.postgres
+def test_backfill_resumes_after_kill_9_and_finishes_under_inserts_and_updates(
+    postgres_url: str,
+) -> None:
+    make_items(postgres_url)
+    app = Application(postgres_url)
+    app.start()
+    # Small, paced batches so that the kill lands half-way.
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from sqlalchemy import create_engine; "
+            "from release_pipelines.resources.backfill import backfill; "
+            "backfill(create_engine(sys.argv[1]), table='items', set_sql='doubled = n * 2', "
+            "where_sql='doubled IS NULL', job='items_doubled', batch_size=500, "
+            "max_batch_size=500, sleep_s=0.02)",
+            postgres_url,
+        ],
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            done = _rows_done(postgres_url)
+            if done is not None and done >= 5_000:
+                break
+            assert child.poll() is None, "the backfill ended before it could be killed"
+            time.sleep(0.05)
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(10)
+        saved_last, saved_upper = _saved(postgres_url)
+        assert 5_000 <= saved_last < ROWS <= saved_upper  # the range read at the start
+        engine = create_engine(postgres_url)
+        try:
+            result = backfill(
+                engine, table="items", set_sql="doubled = n * 2", where_sql="doubled IS NULL",
+                job="items_doubled",
+            )
+        finally:
+            engine.dispose()
+    finally:
+        if child.poll() is None:
+            child.kill()
+        app.stop()
+    assert result.resumed_after is not None and result.resumed_after >= saved_last
+    assert app.failures == [] and app.inserts > 0 and app.updates > 0
+    # every row of the original range was filled; rows inserted later were written by the app
+    assert scalar(postgres_url, "SELECT count(*) FROM items WHERE doubled IS DISTINCT FROM n * 2") == 0
+    assert scalar(postgres_url, "SELECT count(*) FROM items") == ROWS + app.inserts
+    assert scalar(postgres_url, f"SELECT count(*) FROM {PROGRESS_TABLE}") == 0
+
+
+def _rows_done(url: str) -> int | None:
+    exists = scalar(url, f"SELECT to_regclass('{PROGRESS_TABLE}') IS NOT NULL")
+    return scalar(url, f"SELECT rows_done FROM {PROGRESS_TABLE}") if exists else None
+
+
+def _saved(url: str) -> tuple[int, int]:
+    conn = connect(url)
+    with conn.cursor() as cur:
+        cur.execute(f"SELECT last_key, upper_key FROM {PROGRESS_TABLE} WHERE job = 'items_doubled'")
+        last, upper = cur.fetchone()
+    conn.close()
+    return last, upper
+
+
+@pytest.mark.postgres
+def test_batch_size_shrinks_when_another_session_holds_row_locks(postgres_url: str) -> None:
+    make_items(postgres_url)
+    holder = connect(postgres_url, autocommit=False)
+    with holder.cursor() as cur:  # rows in the middle of the table, locked for a while
+        cur.execute("SELECT id FROM items WHERE id BETWEEN 30000 AND 30010 FOR UPDATE")
+    threading.Timer(3.0, holder.commit).start()
+    finished: list[tuple[int, float]] = []
+    engine = create_engine(postgres_url)
+    try:
+        result = backfill(
+            engine, table="items", set_sql="doubled = n * 2", where_sql="doubled IS NULL",
+            batch_size=500, target_batch_s=0.1,
+            progress=lambda done, total: finished.append((done, time.monotonic())),
+        )
+    finally:
+        engine.dispose()
+        holder.close()
+    sizes = result.batch_sizes
+    assert len(sizes) == len(finished) and result.rows_done == ROWS
+    blocked = next(i for i, (done, _) in enumerate(finished) if done >= 30_000)
+    assert finished[blocked][1] - finished[blocked - 1][1] > 0.4  # it waited for the row locks
+    assert max(sizes[:blocked]) > 500  # it had grown while batches were fast
+    assert sizes[blocked + 1] <= sizes[blocked] // 4 + 1  # and shrank after the slow batch
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM items WHERE doubled = n * 2")).scalar() == ROWS
