@@ -94,11 +94,13 @@ def test_backfill_resumes_after_kill_9_and_finishes_under_inserts_and_updates(
         [
             sys.executable,
             "-c",
-            "import sys; from sqlalchemy import create_engine; "
-            "from release_pipelines.resources.backfill import backfill; "
-            "backfill(create_engine(sys.argv[1]), table='items', set_sql='doubled = n * 2', "
-            "where_sql='doubled IS NULL', job='items_doubled', batch_size=500, "
-            "max_batch_size=500, sleep_s=0.02)",
+            (
+                "import sys; from sqlalchemy import create_engine; "
+                "from release_pipelines.resources.backfill import backfill; "
+                "backfill(create_engine(sys.argv[1]), table='items', set_sql='doubled = n * 2', "
+                "where_sql='doubled IS NULL', job='items_doubled', batch_size=500, "
+                "max_batch_size=500, sleep_s=0.02)"
+            ),
             postgres_url,
         ],
     )

@@ -221,9 +221,8 @@ def test_cancel_blockers_ends_an_idle_in_transaction_blocker(
     assert [e["pid"] for e in ended] == [idle_pid]
     assert ended[0]["application_name"] == "leaked-session"
     assert ended[0]["state"].startswith("idle in transaction")
-    with pytest.raises(psycopg2.Error):  # its session is gone
-        with idle.cursor() as cur:
-            cur.execute("SELECT 1")
+    with pytest.raises(psycopg2.Error), idle.cursor() as cur:  # its session is gone
+        cur.execute("SELECT 1")
     idle.close()
 
 
