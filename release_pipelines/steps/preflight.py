@@ -85,18 +85,31 @@ def window_problems(product: Product, break_glass_reason: str = "", at: datetime
 
 
 def migration_problems(product: Product, database_name: str) -> list[str]:
-    """Blocking lint findings and unplanned irreversibility in the EXPAND revisions this release
-    would run (contract revisions are checked when the contract job runs)."""
+    """Blocking lint findings, revisions nobody could lint, and unplanned irreversibility in the
+    EXPAND revisions this release would run (contract revisions are checked by the contract job).
+    Revisions that cannot be rendered offline are applied in a scratch database on the same
+    PostgreSQL server first; one that still cannot be linted refuses the release, by name."""
     database = product.manifest.database(database_name)
     runner = MigrationRunner.for_database(database, product.directory)
     pending = runner.pending("expand")
     if not pending:
         return []
-    report = lint_script(runner.script_location, [r.revision for r in pending])
+    report = lint_script(
+        runner.project,
+        [r.revision for r in pending],
+        shadow_server=runner.url if runner.is_postgres else None,
+        live_url=runner.url,
+    )
     problems = [
         f"{database_name} revision {f.revision}: [{f.rule}] {f.message} (line {f.line}: {f.statement.strip()[:80]}); "
         f"safe recipe: {f.recipe}"
         for f in report.blocking
+    ]
+    problems += [
+        f"{database_name} revision {c.revision} could not be linted: {c.reason}. Lint it "
+        f"(`release migrations lint --manifest ... --database {database_name} --pending --shadow auto`) "
+        f"or accept it with lint_suppress = {{\"not-linted\": \"<why it is safe>\"}} in the revision"
+        for c in report.unaccepted
     ]
     problems += [f"{database_name}: {p.message}" for p in check_rollback_plan(database, pending)]
     return problems

@@ -239,8 +239,9 @@ def test_alembic_bookkeeping_is_not_linted() -> None:
 
 def test_example_project_renders_and_lints_clean() -> None:
     report = lint_script(EXAMPLE)
-    assert report.not_renderable == []
-    assert report.blocking == []
+    assert report.not_linted == []
+    assert report.counts()["linted_static"] == report.counts()["revisions"] == 6
+    assert report.blocking == [] and not report.failed
     assert {f.rule for f in report.findings} == {
         "prefer-bigint-over-int",
         "prefer-identity",
@@ -264,7 +265,7 @@ def _write(path: Path, text: str) -> None:
     path.write_text(textwrap.dedent(text))
 
 
-def test_revision_needing_a_live_connection_is_not_renderable_and_linting_carries_on(
+def test_a_revision_needing_a_live_connection_is_reported_not_linted_with_its_true_cause(
     tmp_path: Path,
 ) -> None:
     project = tmp_path / "migrations"
@@ -298,6 +299,33 @@ def test_revision_needing_a_live_connection_is_not_renderable_and_linting_carrie
         """,
     )
     report = lint_script(project)
-    assert [r.revision for r in report.not_renderable] == ["a1"]
-    assert "not renderable offline" in (report.not_renderable[0].error or "")
+    assert [c.revision for c in report.not_linted] == ["a1"]
+    reason = report.not_linted[0].reason or ""
+    assert "a1.py:8" in reason and "op.get_bind()" in reason and "AttributeError" in reason
+    assert "--shadow auto" in reason
     assert [(f.revision, f.rule) for f in report.findings] == [("a2", "ban-drop-column")]
+    assert report.failed and report.counts()["not_linted"] == 1
+
+    accepted = lint_script(project, allow_unlinted=["a1"])
+    assert accepted.unaccepted == [] and accepted.not_linted[0].accepted == "--allow-unlinted"
+    assert accepted.failed  # the drop is still a blocking finding
+
+
+def test_a_bare_project_lints_with_missing_phase_as_a_warning(tmp_path: Path) -> None:
+    project = tmp_path / "migrations"
+    _write(project / "env.py", (EXAMPLE / "env.py").read_text())
+    _write(
+        project / "versions" / "b1.py",
+        """
+        from alembic import op
+        revision = "b1"
+        down_revision = None
+        def upgrade():
+            op.execute("SELECT 1")
+        def downgrade():
+            pass
+        """,
+    )
+    report = lint_script(project)
+    assert [(f.rule, f.severity) for f in report.findings] == [("missing-phase", "warning")]
+    assert not report.failed
