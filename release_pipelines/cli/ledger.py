@@ -1,4 +1,4 @@
-"""`release history | verify-ledger`: read the release ledger."""
+"""`release history | verify-ledger | checkpoint`: read the release ledger, check it, anchor it."""
 
 from __future__ import annotations
 
@@ -8,6 +8,12 @@ import click
 from rich.table import Table
 
 from release_pipelines.cli.common import console, err_console, open_ledger, user_errors
+from release_pipelines.resources.checkpoints import (
+    CheckpointSettings,
+    verify_anchors,
+    write_checkpoint,
+)
+from release_pipelines.resources.signatures import describe_key
 
 
 @click.command()
@@ -32,13 +38,37 @@ def history(product: str | None, limit: int) -> None:
 @click.command("verify-ledger")
 @user_errors
 def verify_ledger() -> None:
-    """Recompute the event hash chain; name the first altered or missing event."""
-    report = open_ledger().verify()
-    if report.ok:
-        console.print(f"[green]ok[/] ledger chain verified: {report.checked} events")
-        return
-    err_console.print(f"[bold red]ledger chain broken:[/] {report.first_problem}")
-    sys.exit(1)
+    """Recompute the event hash chain and check every signed checkpoint (the ledger's and the copy
+    in RELEASE_CHECKPOINT_FILE); name the first altered, missing or rewritten event."""
+    book = open_ledger()
+    report = book.verify()
+    if not report.ok:
+        err_console.print(f"[bold red]ledger chain broken:[/] {report.first_problem}")
+        sys.exit(1)
+    anchors = verify_anchors(book, CheckpointSettings.from_env())
+    for note in anchors.notes:
+        err_console.print(f"[yellow]note:[/] {note}", highlight=False)
+    if anchors.problems:
+        err_console.print(f"[bold red]ledger rewritten:[/] {anchors.problems[0]}", highlight=False)
+        for problem in anchors.problems[1:]:
+            err_console.print(f"  also: {problem}", highlight=False)
+        sys.exit(1)
+    newest = anchors.newest
+    anchored = (f"; {anchors.checkpoints} checkpoint(s) match, the newest at event {newest.seq} signed by "
+                f"{describe_key(newest.public_key)}" if newest else "; no checkpoints yet (release checkpoint)")
+    console.print(f"[green]ok[/] ledger chain verified: {report.checked} events{anchored}", highlight=False)
 
 
-ledger_commands = [history, verify_ledger]
+@click.command("checkpoint")
+@user_errors
+def checkpoint_command() -> None:
+    """Sign the chain head with the deployment key (RELEASE_CHECKPOINT_KEY) and store the checkpoint
+    in the ledger and its copies (RELEASE_CHECKPOINT_FILE, RELEASE_CHECKPOINT_WEBHOOK)."""
+    checkpoint, warnings = write_checkpoint(open_ledger(), CheckpointSettings.from_env())
+    for warning in warnings:
+        err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    console.print(f"checkpoint at event {checkpoint.seq} ({checkpoint.head[:12]}) signed by "
+                  f"{describe_key(checkpoint.public_key)}", highlight=False)
+
+
+ledger_commands = [history, verify_ledger, checkpoint_command]

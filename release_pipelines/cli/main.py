@@ -18,6 +18,7 @@ COMMANDS = {
     "schema": "manifests:schema",
     "history": "ledger:history",
     "verify-ledger": "ledger:verify_ledger",
+    "checkpoint": "ledger:checkpoint_command",
     "demo": "demo:demo_command",
     "judge": "judge:judge_command",
     "migrations": "migrations:migrations_group",
