@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from dagster import (
     AssetKey,
@@ -19,14 +19,19 @@ from dagster import (
     AssetSpec,
     MetadataValue,
     TableColumn,
+    TableColumnDep,
+    TableColumnLineage,
     TableSchema,
 )
+from dagster._core.definitions.data_version import DATA_VERSION_TAG
 from release_pipelines.resources.database_url import resolve_url
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from release_pipelines.core.errors import ReleaseError
+from release_pipelines.core.lineage import Impact
 from release_pipelines.core.manifest import Database, Manifest, Service, Table
+from release_pipelines.core.schema_diff import SchemaChange, worst
 
 TableRef = tuple[str, str]  # (database, table) as written in a service's reads / writes
 
@@ -175,9 +180,20 @@ def table_materialization(
     row_count: int | None,
     columns: Mapping[str, str],
     asset_key: AssetKey | None = None,
+    *,
+    changes: Sequence[SchemaChange] = (),
+    previous_columns: Mapping[str, str] | None = None,
+    data_version: str | None = None,
+    column_lineage: Mapping[str, Sequence[tuple[str, str]]] | None = None,
+    impacts: Sequence[Impact] = (),
+    lifecycle: str = "ALTER",
+    declared: bool = True,
 ) -> AssetMaterialization:
-    """What a migration op yields for each table it changed: revisions, SQL, live column schema."""
+    """What a migration op yields for each table it changed: revisions, SQL, the schema diff with
+    severities, previous and new column schema, column lineage, impact; the data version is the
+    last revision that changed the table's shape (unchanged shape: no new data version)."""
     start, end = revision_from or "base", revision_to or "base"
+    key = asset_key or AssetKey([database, table.schema_, table.name])
     metadata: dict[str, object] = {
         "dagster/column_schema": column_schema(columns),
         "dagster/table_name": f"{database}.{table.schema_}.{table.name}",
@@ -185,16 +201,40 @@ def table_materialization(
         "revision_to": end,
         "statements": len(statements),
         "duration_s": MetadataValue.float(float(duration_s)),
+        "lifecycle": lifecycle,
+        "declared_in_manifest": declared,
     }
     if statements:
         metadata["sql"] = MetadataValue.md("```sql\n" + ";\n".join(statements) + ";\n```")
     if row_count is not None:
         metadata["dagster/row_count"] = row_count
-    return AssetMaterialization(
-        asset_key=asset_key or AssetKey([database, table.schema_, table.name]),
-        description=f"migrated {start} -> {end}",
-        metadata=metadata,
-    )
+    if previous_columns is not None:
+        metadata["previous_column_schema"] = column_schema(previous_columns)
+    if changes:
+        metadata["schema_diff"] = MetadataValue.md(_diff_table(changes))
+        metadata["schema_changes"] = MetadataValue.json([asdict(c) for c in changes])
+        metadata["worst_severity"] = worst(changes) or ""
+    if column_lineage:
+        metadata["dagster/column_lineage"] = TableColumnLineage(deps_by_column={
+            column: [TableColumnDep(asset_key=AssetKey([*key.path[:-1], source_table]), column_name=source)
+                     for source_table, source in sources]
+            for column, sources in column_lineage.items()})
+    if impacts:
+        metadata["impact"] = MetadataValue.md("\n".join(f"- {i.describe()}" for i in impacts))
+        metadata["affected_services"] = sorted({s for i in impacts for s in i.readers})
+    description = f"migrated {start} -> {end}"
+    if lifecycle == "DROP":
+        description = f"dropped by revision {data_version or end}"
+    elif changes:
+        description += ": " + "; ".join(c.describe() for c in changes[:3]) + (" ..." if len(changes) > 3 else "")
+    return AssetMaterialization(asset_key=key, description=description, metadata=metadata,
+                                tags={DATA_VERSION_TAG: data_version} if data_version else None)
+
+
+def _diff_table(changes: Sequence[SchemaChange]) -> str:
+    lines = ["| change | severity | revision | from |", "|---|---|---|---|"]
+    lines += [f"| {c.describe()} | {c.severity} | {c.revision} | {c.source} |" for c in changes]
+    return "\n".join(lines)
 
 
 def _ref(ref: str) -> TableRef:

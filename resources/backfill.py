@@ -26,11 +26,12 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 
+from release_pipelines.resources.column_lineage import declare_column_lineage
 from release_pipelines.resources.migration_safety import is_retryable
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection, Engine
@@ -137,6 +138,8 @@ def backfill(
     max_backoff_s: float = 5.0,
     max_lock_retries: int = 10,
     progress: Callable[[int, int], None] | None = None,
+    lineage: Mapping[str, Sequence[str]] | None = None,
+    lineage_kind: str = "derived",
 ) -> BackfillResult:
     """UPDATE `table` SET `set_sql` WHERE `where_sql`, in key batches starting at `batch_size`.
 
@@ -153,6 +156,8 @@ def backfill(
         if not _IDENTIFIER.match(name):
             raise BackfillError(f"backfill: {name!r} is not a plain SQL identifier")
     _check_bind(bind)
+    for column, sources in (lineage or {}).items():  # {"total": ["a", "b"]}: see resources.column_lineage
+        declare_column_lineage(table, column, sources, lineage_kind)
     job = job or f"{table}.{key}"
     started = time.monotonic()
     is_postgres = bind.dialect.name == "postgresql"

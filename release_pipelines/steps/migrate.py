@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import asdict, dataclass, field
 
 from sqlalchemy import create_engine
 
 from release_pipelines.assets.gates import actual_columns, count_rows
 from release_pipelines.core.errors import ReleaseError
+from release_pipelines.core.lineage import Impact
 from release_pipelines.core.manifest import RollbackStrategy, Table
 from release_pipelines.core.product import Product
 from release_pipelines.resources.backfill import progress_reporter
@@ -27,18 +27,9 @@ from release_pipelines.resources.snapshot import (
     restore_snapshot,
     take_snapshot,
 )
+from release_pipelines.steps import lineage as lineage_steps
 from release_pipelines.steps.context import StepContext
-
-
-@dataclass(frozen=True)
-class TableChange:
-    """What a migration did to one declared table (the op turns it into an asset materialization)."""
-
-    table: Table
-    statements: list[str]
-    duration_s: float
-    row_count: int | None
-    columns: dict[str, str]
+from release_pipelines.steps.lineage import TableChange
 
 
 @dataclass(frozen=True)
@@ -47,7 +38,8 @@ class MigrationOutcome:
     from_revision: str | None
     to_revision: str | None
     rows_before: dict[str, int]
-    tables: list[TableChange]
+    tables: list[TableChange]  # declared tables, and discovered ones the revisions touched
+    impacts: list[Impact] = field(default_factory=list)  # contract: breaking changes planned, with readers
 
 
 def runner_for(product: Product, database_name: str, application_name: str | None = None) -> MigrationRunner:
@@ -69,21 +61,16 @@ def _row_counts(product: Product, database_name: str) -> dict[str, int]:
         engine.dispose()
 
 
-def _table_changes(ctx: StepContext, database_name: str, results: list[Any]) -> list[TableChange]:
-    """What the applied revisions did to each declared table: statements, live columns, rows."""
-    database = ctx.product.manifest.database(database_name)
-    engine = create_engine(resolve_url(database.url))
-    try:
-        statements = [s for r in results for s in r.statements]
-        duration = sum(r.duration_s for r in results)
-        changes = []
-        for table in database.tables:
-            columns = actual_columns(engine, table) or {}
-            changes.append(TableChange(table, [s for s in statements if table.name in s], duration,
-                                       count_rows(engine, table) if columns else None, columns))
-        return changes
-    finally:
-        engine.dispose()
+def _row_counter(ctx: StepContext, database_name: str):
+    engine = create_engine(resolve_url(ctx.product.manifest.database(database_name).url))
+
+    def count(table: Table) -> int | None:
+        try:
+            return count_rows(engine, table)
+        finally:
+            engine.dispose()
+
+    return count
 
 
 def _backfill_progress(ctx: StepContext, database_name: str):
@@ -130,27 +117,32 @@ def expand(ctx: StepContext, database_name: str) -> MigrationOutcome:
     began = time.monotonic()
     token = progress_reporter.set(_backfill_progress(ctx, database_name))
     try:
-        results = _blockers_to_ledger(ctx, database_name, lambda: runner.upgrade(log=ctx.log))
+        with lineage_steps.track(ctx, database_name, "migrate", runner, pending) as tracking:
+            results = _blockers_to_ledger(ctx, database_name, lambda: runner.upgrade(log=ctx.log))
     finally:
         progress_reporter.reset(token)
     end = runner.current()
     ctx.record("migrate:done", database=database_name, from_revision=start, to_revision=end,
                revisions=[r.revision for r in results], seconds=round(time.monotonic() - began, 3))
-    return MigrationOutcome(database_name, start, end, rows_before,
-                            _table_changes(ctx, database_name, results) if results else [])
+    changes = lineage_steps.table_changes(tracking, results, _row_counter(ctx, database_name)) if results else []
+    return MigrationOutcome(database_name, start, end, rows_before, changes)
 
 
 def contract(ctx: StepContext, database_name: str) -> MigrationOutcome:
     """Apply the remaining (contract) revisions: destructive, never downgraded by a rollback."""
     runner = runner_for(ctx.product, database_name, application_name=f"release:{ctx.release_id}:contract")
     start = runner.current()
-    ctx.record("migrate:contract:start", database=database_name, from_revision=start,
-               pending=[r.revision for r in runner.pending()])
-    results = _blockers_to_ledger(ctx, database_name, lambda: runner.upgrade_contract(log=ctx.log))
+    pending = [r.revision for r in runner.pending()]
+    planned = lineage_steps.contract_impacts(ctx, database_name, runner)
+    ctx.record("migrate:contract:start", database=database_name, from_revision=start, pending=pending)
+    with lineage_steps.track(ctx, database_name, "contract", runner, pending) as tracking:
+        results = _blockers_to_ledger(ctx, database_name, lambda: runner.upgrade_contract(log=ctx.log))
     end = runner.current()
     ctx.record("migrate:contract:done", database=database_name, from_revision=start, to_revision=end,
                revisions=[r.revision for r in results])
-    return MigrationOutcome(database_name, start, end, {}, _table_changes(ctx, database_name, results))
+    return MigrationOutcome(database_name, start, end, {},
+                            lineage_steps.table_changes(tracking, results, _row_counter(ctx, database_name)),
+                            planned)
 
 
 def compensate(ctx: StepContext, database_name: str) -> None:

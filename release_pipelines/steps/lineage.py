@@ -1,0 +1,230 @@
+"""Lineage around a migration step: what it did to each table, who reads it, and OpenLineage.
+
+`track(ctx, database, step)` wraps a migration: it reflects the catalog before, records the
+column lineage the revisions declare, sends OpenLineage START / COMPLETE / FAIL (only when
+configured), and afterwards turns statements + catalog into per-table changes (`TableChange`)
+for the op to materialize. Everything it learns goes to the ledger first (`schema:changes`,
+`lineage:declared`, `schema:impact`), which the release summary is rendered from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from sqlalchemy import create_engine
+
+from release_pipelines.core.lineage import (
+    Derivation,
+    Impact,
+    LineageDataset,
+    derivations_from,
+    downstream,
+    impacts,
+)
+from release_pipelines.core.manifest import Table
+from release_pipelines.core.schema_diff import (
+    RevisionStatements,
+    SchemaChange,
+    TableShape,
+    by_table,
+    lifecycle,
+    release_changes,
+    statement_changes,
+)
+from release_pipelines.resources.catalog import table_shapes
+from release_pipelines.resources.column_lineage import lineage_recorder
+from release_pipelines.resources.database_url import resolve_url
+from release_pipelines.resources.migration_render import render_revisions
+from release_pipelines.resources.openlineage import LineageEmitter, StepRun, dataset_namespace
+from release_pipelines.steps.context import StepContext
+
+
+@dataclass(frozen=True)
+class TableChange:
+    """What a migration step did to one table, declared in the manifest or discovered."""
+
+    table: Table
+    statements: list[str]
+    duration_s: float
+    row_count: int | None
+    columns: dict[str, str]
+    changes: list[SchemaChange] = field(default_factory=list)
+    previous_columns: dict[str, str] | None = None
+    declared: bool = True
+    data_version: str | None = None
+    lifecycle: str = "ALTER"
+    column_lineage: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    impacts: list[Impact] = field(default_factory=list)
+
+
+@dataclass
+class Tracking:
+    """Filled while the step runs; `table_changes` reads it afterwards."""
+
+    ctx: StepContext
+    database: str
+    step: str
+    before: dict[str, TableShape]
+    emitter: LineageEmitter | None
+    run: StepRun
+    pending: list[str]
+    runner: Any
+    declared: list[Derivation] = field(default_factory=list)
+
+
+def _shapes(ctx: StepContext, database_name: str) -> dict[str, TableShape]:
+    engine = create_engine(resolve_url(ctx.product.manifest.database(database_name).url))
+    try:
+        return table_shapes(engine)
+    finally:
+        engine.dispose()
+
+
+def _columns(shape: TableShape | None) -> dict[str, str]:
+    return {name: column.type for name, column in shape.columns.items()} if shape else {}
+
+
+@contextmanager
+def track(ctx: StepContext, database_name: str, step: str, runner: Any, pending: Sequence[str]) -> Iterator[Tracking]:
+    """Around a migration: catalog before, declared column lineage, OpenLineage START/FAIL."""
+    emitter = LineageEmitter.from_env(ctx.log)
+    tracking = Tracking(ctx, database_name, step, _shapes(ctx, database_name), emitter,
+                        StepRun(ctx.product.name, ctx.release_id, f"{step}.{database_name}", ctx.run_id),
+                        list(pending), runner)
+
+    def record(derivation: Derivation) -> None:
+        """The revision declaring it is the one after the last committed one (one at a time)."""
+        ids = tracking.pending
+        try:
+            current = runner.current()
+        except Exception:  # noqa: BLE001 - the database is busy: the declaration still counts
+            current = None
+        done = ids.index(current) + 1 if current in ids else 0
+        revision = ids[min(done, len(ids) - 1)] if ids else ""
+        tracking.declared.append(Derivation(derivation.table, derivation.column, derivation.sources,
+                                            derivation.kind, revision))
+        ctx.record("lineage:declared", database=database_name, table=derivation.table, column=derivation.column,
+                   sources=list(derivation.sources), lineage_kind=derivation.kind, revision=revision)
+
+    if emitter:
+        emitter.emit("START", tracking.run)
+    token = lineage_recorder.set(record)
+    try:
+        yield tracking
+    except Exception as exc:
+        if emitter:
+            emitter.emit("FAIL", tracking.run, error=str(exc))
+        raise
+    finally:
+        lineage_recorder.reset(token)
+
+
+def table_changes(tracking: Tracking, results: list[Any], row_count) -> list[TableChange]:
+    """Per-table changes of the applied revisions; declared tables always, discovered ones when
+    touched; records them and sends OpenLineage COMPLETE."""
+    ctx, database_name = tracking.ctx, tracking.database
+    database = ctx.product.manifest.database(database_name)
+    after = _shapes(ctx, database_name)
+    revisions = [RevisionStatements(r.revision, r.statements) for r in results]
+    changes = release_changes(revisions, tracking.before, after)
+    derivations = derivations_from(e.payload for e in ctx.ledger.events(ctx.release_id)
+                                   if e.kind == "lineage:declared" and e.payload.get("database") == database_name)
+    found = impacts(changes, _readers(ctx, database_name), _downstream(ctx, database_name), derivations)
+    ctx.record("schema:changes", database=database_name, step=tracking.step,
+               from_revision=results[0].from_revision if results else None,
+               to_revision=results[-1].to_revision if results else None,
+               changes=[asdict(c) for c in changes])
+    if found:
+        ctx.record("schema:impact", database=database_name, step=tracking.step,
+                   impacts=[{"text": i.describe(), "readers": list(i.readers), **asdict(i.change)} for i in found])
+    statements = [s for r in results for s in r.statements]
+    duration = sum(r.duration_s for r in results)
+    grouped = by_table(changes)
+    declared = {t.name: t for t in database.tables}
+    touched = list(declared) + sorted(t for t in grouped if t not in declared)
+    out = []
+    for name in touched:
+        table = declared.get(name) or Table.model_validate({"name": name, "columns": _columns(after.get(name))})
+        own = grouped.get(name, [])
+        columns = _columns(after.get(name))
+        out.append(TableChange(
+            table, [s for s in statements if name in s], duration, row_count(table) if name in after else None,
+            columns, own, _columns(tracking.before.get(name)) if name in tracking.before else None,
+            name in declared, own[-1].revision if own else None, lifecycle(own) if own else "ALTER",
+            {d.column: d.source_columns() for d in derivations if d.table == name and d.column in columns},
+            [i for i in found if i.change.table == name]))
+    if tracking.emitter:
+        namespace = dataset_namespace(resolve_url(database.url))
+        datasets = [_dataset(namespace, database_name, c) for c in out if c.changes or c.column_lineage]
+        tracking.emitter.emit("COMPLETE", tracking.run, outputs=datasets)
+    return out
+
+
+def _dataset(namespace: str, database_name: str, change: TableChange) -> LineageDataset:
+    def qualified(table: str) -> str:
+        return f"{database_name}.{change.table.schema_}.{table}"
+
+    renamed = next((c for c in change.changes if c.kind == "table_renamed"), None)
+    return LineageDataset(
+        namespace, qualified(change.table.name), change.columns, change.data_version, change.lifecycle,
+        {column: [(namespace, qualified(t), c) for t, c in sources] for column, sources in change.column_lineage.items()},
+        previous_name=qualified(renamed.table) if renamed else None)
+
+
+def _readers(ctx: StepContext, database_name: str) -> dict[str, list[str]]:
+    readers: dict[str, list[str]] = {}
+    for service in ctx.product.manifest.services:
+        for ref in service.reads:
+            db, _, table = ref.partition(".")
+            if db == database_name:
+                readers.setdefault(table, []).append(service.name)
+    return readers
+
+
+def _downstream(ctx: StepContext, database_name: str) -> dict[str, list[str]]:
+    database = ctx.product.manifest.database(database_name)
+    return {t.name: downstream(ctx.product.manifest, database_name, t.name) for t in database.tables}
+
+
+def emit_gates(ctx: StepContext, database_name: str, results: Sequence[Any]) -> None:
+    """The gates' verdicts as data-quality assertions on the tables they checked (OpenLineage)."""
+    emitter = LineageEmitter.from_env(ctx.log)
+    if emitter is None:
+        return
+    database = ctx.product.manifest.database(database_name)
+    namespace = dataset_namespace(resolve_url(database.url))
+    tables: dict[tuple[str, str], list[tuple[str, bool, str | None]]] = {}
+    for r in results:
+        tables.setdefault((r.schema, r.table), []).append((r.gate, bool(r.passed), None))
+    run = StepRun(ctx.product.name, ctx.release_id, f"gates.{database_name}", ctx.run_id)
+    emitter.emit("START", run)
+    inputs = [LineageDataset(namespace, f"{database_name}.{schema}.{table}", {}, assertions=checks)
+              for (schema, table), checks in tables.items()]
+    emitter.emit("COMPLETE" if all(r.passed for r in results) else "FAIL", run, inputs=inputs,
+                 error=None if all(r.passed for r in results) else "data gates failed: " + ", ".join(
+                     f"{r.gate} on {r.table}" for r in results if not r.passed))
+
+
+def contract_impacts(ctx: StepContext, database_name: str, runner: Any) -> list[Impact]:
+    """Before the contract revisions run: their breaking and destructive changes (rendered offline
+    and parsed), each with the services that read the table and the assets downstream of it."""
+    pending = [r.revision for r in runner.pending("contract")]
+    if not pending:
+        return []
+    rendered = render_revisions(runner.script_location, pending)
+    changes = statement_changes([RevisionStatements(r.revision, [r.sql]) for r in rendered if r.sql])
+    derivations = derivations_from(e.payload for e in ctx.ledger.events(ctx.release_id)
+                                   if e.kind == "lineage:declared" and e.payload.get("database") == database_name)
+    found = impacts(changes, _readers(ctx, database_name), _downstream(ctx, database_name), derivations)
+    unrendered = [r.revision for r in rendered if not r.sql]
+    for impact in found:
+        ctx.log(f"{database_name} contract impact: {impact.describe()}")
+    if unrendered:
+        ctx.log(f"{database_name}: contract revision(s) {', '.join(unrendered)} not renderable offline; "
+                "their impact shows after they ran")
+    ctx.record("schema:impact", database=database_name, step="contract-plan", not_rendered=unrendered,
+               impacts=[{"text": i.describe(), "readers": list(i.readers), **asdict(i.change)} for i in found])
+    return found
