@@ -1,14 +1,19 @@
 """Judge quality: false alarms under continuous looks, and samples needed to catch regressions.
 
-Compares this project's anytime-valid judge with Kayenta's Mann-Whitney rule re-run on the
-cumulative window at every look and with Flagger's fixed-threshold rule (benchmarks/
-reference_judges.py). Each simulated canary is judged after every tick; a tick carries 50-200
-requests per side. Errors: baseline rate 0.5 %. Latency: log-normal, median 100 ms, p95 ~228 ms,
-p99 ~320 ms; a regression multiplies every canary latency (so every quantile) by the factor.
+Side by side on the same simulated streams: this project's anytime-valid judge, Kayenta's
+Mann-Whitney rule re-run at every look (benchmarks/reference_judges.py), Flagger's fixed-limit
+rule, and an oracle: the best fixed-sample test that knows the effect in advance (the limit for a
+given alpha and power; a sequential test cannot know the effect, so it is a floor, not a rival).
 
-Flagger limits are its documentation's examples: request success rate >= 99 % (max error rate
-1 %) and request duration p99 <= 500 ms, threshold 5 failed checks. Kayenta judges the
-per-interval error rate, or the per-interval p95 latency.
+Errors: each tick carries 50-200 requests per side, baseline error rate 0.5 %. Oracle: the
+conditional binomial test (UMP for the rate ratio) at the fewest requests per side that reach
+50 % / 80 % power. Kayenta judges per-interval error rates; Flagger's limit is 1 % errors.
+
+Latency: raw samples, 10 per side per look, up to `--looks` looks, log-normal (median 100 ms,
+sigma 0.5), the canary multiplied by the factor. This judge runs on the raw samples and on the
+same samples binned into the router's histogram buckets; Kayenta's rule is fed every raw sample
+(not per-look p95s); Flagger checks each look's p99 against 500 ms (5 failed checks). Oracle: the
+one-sided z-test on log latencies with sigma known.
 
     python -m benchmarks.judge_quality [--quick]
 """
@@ -16,119 +21,188 @@ per-interval error rate, or the per-interval p95 latency.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import platform
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
+from scipy import stats
 
 from benchmarks.reference_judges import flagger_fails, kayenta_fails
 from release_pipelines.core.judge_errors import FAIL, ratio_test_path
-from release_pipelines.core.judge_latency import LatencyLook, tail_counts
+from release_pipelines.core.judge_latency import (
+    ROUTER_BUCKETS,
+    TOLERANCE,
+    histogram_pair_scores,
+    histogram_quantile,
+    log_e_values,
+    pair_scores,
+)
 
 BASE_ERROR_RATE = 0.005
 FLAGGER_MAX_ERROR_RATE = 0.01
 FLAGGER_MAX_P99_MS = 500.0
-ALPHA = 0.05
-JUDGES = ("this judge", "Kayenta MW", "Flagger")
+SIGMA = 0.5
+PER_LOOK = 10
+EDGES_MS = np.array([*ROUTER_BUCKETS, math.inf]) * 1000
 
 
-@dataclass(frozen=True)
-class Outcome:
-    """Per judge: share of canaries failed within the horizon, canary samples at first FAIL."""
-
-    failed: dict[str, float]
-    samples: dict[str, float]
-
-
-def first_fail_samples(fails: np.ndarray, canary_n: np.ndarray) -> tuple[float, float]:
-    """Share failed, and median canary samples at the first failing look (inf if <half failed)."""
-    failed = fails.any(axis=-1)
-    at = np.where(failed, np.argmax(fails, axis=-1), -1)
-    samples = np.where(failed, np.cumsum(canary_n, axis=-1)[np.arange(len(at)), at], np.inf)
-    return float(failed.mean()), float(np.median(samples))
+def summary(first: np.ndarray) -> tuple[float, float, float]:
+    """Share failed, median and 80th percentile of samples at the first FAIL (inf: not reached)."""
+    ordered = np.sort(first)
+    return (float(np.isfinite(first).mean()), float(ordered[(first.size - 1) // 2]),
+            float(ordered[math.ceil(0.8 * first.size) - 1]))
 
 
-def outcome(fails: dict[str, np.ndarray], canary_n: np.ndarray) -> Outcome:
-    pairs = {name: first_fail_samples(f, canary_n) for name, f in fails.items()}
-    return Outcome({k: v[0] for k, v in pairs.items()}, {k: v[1] for k, v in pairs.items()})
+def first_fail(fails: np.ndarray, samples: np.ndarray) -> np.ndarray:
+    """Canary samples at the first failing look, per canary (inf if never); arrays (canaries, looks)."""
+    hit = fails.any(axis=-1)
+    at = np.argmax(fails, axis=-1)
+    return np.where(hit, np.take_along_axis(samples, at[:, None], axis=-1)[:, 0], np.inf)
 
 
-def error_scenario(rng: np.random.Generator, factor: float, canaries: int, ticks: int) -> Outcome:
+# ------------------------------------------------------------------ errors
+
+
+def error_oracle(factor: float, alpha: float, power: float) -> float:
+    """Fewest requests per side for the conditional binomial test to reach `power` (Poisson errors)."""
+    share = factor / (1 + factor)
+    for n in np.unique(np.geomspace(50, 2_000_000, 600).astype(int)):
+        mean = n * BASE_ERROR_RATE * (1 + factor)
+        totals = np.arange(int(mean + 10 * math.sqrt(mean) + 20))
+        critical = stats.binom.isf(alpha, totals, 0.5) + 1  # reject when canary errors >= this
+        reached = stats.poisson.pmf(totals, mean) @ stats.binom.sf(critical - 1, totals, share)
+        if reached >= power:
+            return float(n)
+    return math.inf
+
+
+def error_scenario(rng: np.random.Generator, factor: float, canaries: int, ticks: int, alpha: float) -> dict:
     base_n = rng.integers(50, 201, (canaries, ticks))
     can_n = rng.integers(50, 201, (canaries, ticks))
     base_k = rng.binomial(base_n, BASE_ERROR_RATE)
     can_k = rng.binomial(can_n, BASE_ERROR_RATE * factor)
-    ours = ratio_test_path(base_n, base_k, can_n, can_k, alpha=ALPHA).verdict == FAIL
-    kayenta = kayenta_fails(base_k / base_n, can_k / can_n)
-    flagger = flagger_fails(can_k / can_n > FLAGGER_MAX_ERROR_RATE)
-    return outcome(dict(zip(JUDGES, (ours, kayenta, flagger))), can_n)
+    samples = np.cumsum(can_n, axis=-1)
+    return {
+        "this judge": first_fail(ratio_test_path(base_n, base_k, can_n, can_k, alpha=alpha).verdict == FAIL, samples),
+        "Kayenta MW": first_fail(kayenta_fails(base_k / base_n, can_k / can_n), samples),
+        "Flagger": first_fail(flagger_fails(can_k / can_n > FLAGGER_MAX_ERROR_RATE), samples),
+    }
 
 
-def latency_scenario(rng: np.random.Generator, factor: float, canaries: int, ticks: int) -> Outcome:
-    rows = []
+# ------------------------------------------------------------------ latency
+
+
+def latency_oracle(factor: float, alpha: float, power: float) -> float:
+    """Samples per side for the one-sided z-test on log latencies (sigma known) to reach `power`."""
+    if factor <= 1:
+        return math.inf
+    return 2 * SIGMA**2 * (stats.norm.isf(alpha) + stats.norm.ppf(power)) ** 2 / math.log(factor) ** 2
+
+
+def shifts(p50: np.ndarray, p95: np.ndarray) -> np.ndarray:
+    """The judge's observed shift: the larger of the p50 and p95 ratios (increase)."""
+    return np.maximum(p50, p95)
+
+
+def raw_canary(base: np.ndarray, can: np.ndarray, looks: int, alpha: float, tolerances) -> dict:
+    ends = np.arange(1, looks + 1) * PER_LOOK
+    log_e = np.maximum.accumulate(log_e_values(*pair_scores(np.split(base, looks), np.split(can, looks))))
+    ratio = shifts(*(np.array([np.quantile(can[:e], q) / np.quantile(base[:e], q) for e in ends])
+                     for q in (0.5, 0.95)))
+    return {tol: (log_e >= math.log(1 / alpha)) & (ratio > tol) for tol in tolerances}
+
+
+def histogram_canary(base: np.ndarray, can: np.ndarray, looks: int, alpha: float, tolerances) -> dict:
+    counts = [np.array([np.bincount(np.searchsorted(EDGES_MS, look), minlength=EDGES_MS.size)
+                        for look in np.split(side, looks)]) for side in (base, can)]
+    log_e = np.maximum.accumulate(log_e_values(*histogram_pair_scores(*counts)))
+    running = [np.cumsum(c, axis=0) for c in counts]
+
+    def quantile(side: np.ndarray, look: int, q: float) -> float:
+        cumulative = np.cumsum(side[look])
+        return histogram_quantile({**dict(zip(ROUTER_BUCKETS, cumulative[:-1])), math.inf: cumulative[-1]},
+                                  q, log_scale=True)
+
+    ratio = shifts(*(np.array([quantile(running[1], t, q) / quantile(running[0], t, q) for t in range(looks)])
+                     for q in (0.5, 0.95)))
+    return {tol: (log_e >= math.log(1 / alpha)) & (ratio > tol) for tol in tolerances}
+
+
+def kayenta_first_fail(base: np.ndarray, can: np.ndarray, looks: int) -> float:
+    """Kayenta's rule on every raw sample so far, at each look until it first fails."""
+    for look in range(1, looks + 1):
+        end = look * PER_LOOK
+        if kayenta_fails(base[None, :end], can[None, :end], ends=np.array([end]))[0, 0]:
+            return float(end)
+    return math.inf
+
+
+def latency_scenario(rng: np.random.Generator, factor: float, canaries: int, looks: int, alpha: float,
+                     tolerances: tuple[float, ...]) -> dict:
+    total = looks * PER_LOOK
+    samples = np.tile(np.arange(1, looks + 1) * PER_LOOK, (canaries, 1))
+    raw = {tol: [] for tol in tolerances}
+    binned = {tol: [] for tol in tolerances}
+    kayenta, flagger = [], []
     for _ in range(canaries):
-        base_n, can_n = rng.integers(50, 201, ticks), rng.integers(50, 201, ticks)
-        base = np.split(rng.lognormal(np.log(100), 0.5, base_n.sum()), np.cumsum(base_n)[:-1])
-        can = np.split(factor * rng.lognormal(np.log(100), 0.5, can_n.sum()),
-                       np.cumsum(can_n)[:-1])
-        counts = tail_counts([LatencyLook(b, c) for b, c in zip(base, can)])
-        rows.append((counts.baseline_n, counts.baseline_k, counts.canary_n, counts.canary_k,
-                     [np.quantile(b, 0.95) for b in base], [np.quantile(c, 0.95) for c in can],
-                     [np.quantile(c, 0.99) for c in can], can_n))
-    bn, bk, cn, ck, base_p95, can_p95, can_p99, can_n = (np.array(col) for col in zip(*rows))
-    ours = ratio_test_path(bn, bk, cn, ck, alpha=ALPHA, tolerance=1.5).verdict == FAIL
-    kayenta = kayenta_fails(base_p95, can_p95)
-    flagger = flagger_fails(can_p99 > FLAGGER_MAX_P99_MS)
-    return outcome(dict(zip(JUDGES, (ours, kayenta, flagger))), can_n)
+        base = rng.lognormal(math.log(100), SIGMA, total)
+        can = factor * rng.lognormal(math.log(100), SIGMA, total)
+        for store, judge in ((raw, raw_canary), (binned, histogram_canary)):
+            for tol, fails in judge(base, can, looks, alpha, tolerances).items():
+                store[tol].append(fails)
+        kayenta.append(kayenta_first_fail(base, can, looks))
+        flagger.append(np.quantile(can.reshape(looks, PER_LOOK), 0.99, axis=1) > FLAGGER_MAX_P99_MS)
+    out = {f"this judge, samples, tol {tol:g}": first_fail(np.array(raw[tol]), samples) for tol in tolerances}
+    out |= {f"this judge, histograms, tol {tol:g}": first_fail(np.array(binned[tol]), samples) for tol in tolerances}
+    out["Kayenta MW, samples"] = np.array(kayenta)
+    out["Flagger p99"] = first_fail(flagger_fails(np.array(flagger)), samples)
+    return out
 
 
-Scenario = tuple[str, Callable[..., Outcome], float]
-SCENARIOS: tuple[Scenario, ...] = (
-    ("errors A/A", error_scenario, 1.0),
-    ("errors 1.5x", error_scenario, 1.5),
-    ("errors 2x", error_scenario, 2.0),
-    ("errors 5x", error_scenario, 5.0),
-    ("latency A/A", latency_scenario, 1.0),
-    ("latency 1.2x", latency_scenario, 1.2),
-    ("latency 1.5x", latency_scenario, 1.5),
-    ("latency 2x", latency_scenario, 2.0),
-)
+# ------------------------------------------------------------------ report
 
 
-def fmt_samples(value: float) -> str:
-    return "not caught" if np.isinf(value) else f"{value:,.0f}"
+def fmt(value: float) -> str:
+    return f"{value:,.0f}" if math.isfinite(value) else "-"
+
+
+def print_rows(title: str, results: dict, oracle: tuple[float, float] | None) -> None:
+    print(f"\n{title}")
+    for judge, first in results.items():
+        failed, p50, p80 = summary(first)
+        print(f"  {judge:<34} failed {failed:6.1%}   median {fmt(p50):>7}   80th pct {fmt(p80):>7}")
+    if oracle:
+        print(f"  {'oracle (fixed n, effect known)':<34} n for 50 % power {fmt(oracle[0]):>7}   "
+              f"80 % power {fmt(oracle[1]):>7}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer canaries, seeds and ticks")
+    parser.add_argument("--quick", action="store_true", help="fewer canaries and looks")
     args = parser.parse_args()
-    seeds, canaries, ticks = (2, 40, 120) if args.quick else (3, 100, 200)
+    canaries, ticks, looks = (60, 150, 60) if args.quick else (200, 300, 100)
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-          f"Python {platform.python_version()}")
-    print(f"{seeds} seeds x {canaries} canaries, judged after each of {ticks} ticks "
-          f"(50-200 requests per side per tick), alpha {ALPHA}; medians over seeds\n")
-    header = f"{'scenario':<14}" + "".join(f"| {j:^29} " for j in JUDGES)
-    print(header)
-    print(f"{'':<14}" + f"| {'failed':>6} {'canary samples to FAIL':>22} " * len(JUDGES))
-    print("-" * len(header))
+          f"Python {platform.python_version()}, load average {os.getloadavg()[0]:.1f}")
+    print(f"{canaries} canaries per row; errors: {ticks} ticks of 50-200 requests per side; latency: "
+          f"{looks} looks of {PER_LOOK} samples per side. Columns: share of canaries failed, median and "
+          "80th percentile of canary samples (requests) at the first FAIL ('-': not reached)")
     started = time.perf_counter()
-    for name, scenario, factor in SCENARIOS:
-        runs = [scenario(np.random.default_rng([seed, int(factor * 100)]), factor, canaries, ticks)
-                for seed in range(seeds)]
-        cells = []
-        for judge in JUDGES:
-            failed = float(np.median([r.failed[judge] for r in runs]))
-            samples = float(np.median([r.samples[judge] for r in runs]))
-            cells.append(f"| {failed:>6.1%} {fmt_samples(samples):>22} ")
-        print(f"{name:<14}" + "".join(cells), flush=True)
-    print(f"\nfailed: share of canaries failed within {ticks} ticks (A/A rows: false alarms; "
-          f"others: detections). canary samples to FAIL: median canary requests before the first "
-          f"FAIL, 'not caught' when fewer than half failed. "
-          f"({time.perf_counter() - started:.0f} s)")
+    for alpha in (0.01, 0.05):
+        for factor in (1.0, 1.5, 2.0, 5.0):
+            rng = np.random.default_rng([1, int(factor * 100), int(alpha * 1000)])
+            oracle = (error_oracle(factor, alpha, 0.5), error_oracle(factor, alpha, 0.8)) if factor > 1 else None
+            print_rows(f"errors x{factor:g} at {BASE_ERROR_RATE:.1%}, alpha {alpha}",
+                       error_scenario(rng, factor, canaries, ticks, alpha), oracle)
+    for alpha, factors in ((0.01, (1.0, 1.1, 1.5, 2.0)), (0.05, (1.0,))):
+        for factor in factors:
+            rng = np.random.default_rng([2, int(factor * 100), int(alpha * 1000)])
+            tolerances = (1.05, TOLERANCE) if factor == 1.1 else (TOLERANCE,)
+            oracle = (latency_oracle(factor, alpha, 0.5), latency_oracle(factor, alpha, 0.8)) if factor > 1 else None
+            print_rows(f"latency x{factor:g}, alpha {alpha}",
+                       latency_scenario(rng, factor, canaries, looks, alpha, tolerances), oracle)
+    print(f"\n({time.perf_counter() - started:.0f} s)")
 
 
 if __name__ == "__main__":

@@ -45,15 +45,18 @@ def hodges_lehmann(experiment: np.ndarray, control: np.ndarray) -> tuple[np.ndar
 
 
 def kayenta_fails(control: np.ndarray, experiment: np.ndarray, *, increase_only: bool = True,
-                  allowed_increase: float = 1.0) -> np.ndarray:
-    """Per look, does Kayenta score the canary below 75? Series shaped (canaries, looks).
+                  allowed_increase: float = 1.0, ends: np.ndarray | None = None) -> np.ndarray:
+    """Per look, does Kayenta score the canary below 75? Series shaped (canaries, points).
 
+    A look judges the points up to `ends[look]` (default: one look per point, so per-interval
+    values); raw samples with `ends` at each look's last sample feed it every request instead.
     With one metric the score is 100 (Pass) or 0 (High, Low or NoData).
     """
-    canaries, looks = control.shape
-    fails = np.zeros((canaries, looks), dtype=bool)
-    for t in range(looks):
-        ctrl, exp = control[:, : t + 1], experiment[:, : t + 1]
+    canaries, points = control.shape
+    ends = np.arange(1, points + 1) if ends is None else np.asarray(ends)
+    fails = np.zeros((canaries, ends.size), dtype=bool)
+    for t, end in enumerate(ends):
+        ctrl, exp = control[:, :end], experiment[:, :end]
         estimate, lower, upper = hodges_lehmann(exp, ctrl)
         bound = KAYENTA_FRACTION * np.abs(estimate)
         with np.errstate(divide="ignore", invalid="ignore"):

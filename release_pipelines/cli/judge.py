@@ -88,14 +88,17 @@ def _split(samples: list[float], parts: int) -> list[list[float]]:
 
 
 def judge_files(baseline: Path, canary: Path, *, kind: MetricKind, direction: Direction,
-                alpha: float, looks: int) -> MetricVerdict:
-    """Read both files and judge them; raises BadInput naming the file and line."""
+                alpha: float, looks: int, tolerance: float | None = None) -> MetricVerdict:
+    """Read both files and judge them; raises BadInput naming the file and line.
+
+    `tolerance` (None: the judge's default for the kind) is the relative change that matters."""
+    options = {} if tolerance is None else {"tolerance": tolerance}
     if kind is MetricKind.errors:
         base, can = read_buckets(baseline), read_buckets(canary)
         if len(base) != len(can):
             raise BadInput(f"{baseline} has {len(base)} intervals but {canary} has {len(can)}: "
                            "line i of both files must be the same time interval")
-        return judge_errors(base, can, direction=direction, alpha=alpha)
+        return judge_errors(base, can, direction=direction, alpha=alpha, **options)
     if kind is MetricKind.latency:
         base_looks, can_looks = read_looks(baseline), read_looks(canary)
         if len(base_looks) == len(can_looks) == 1:
@@ -104,9 +107,9 @@ def judge_files(baseline: Path, canary: Path, *, kind: MetricKind, direction: Di
             raise BadInput(f"{baseline} has {len(base_looks)} looks but {canary} has "
                            f"{len(can_looks)} (looks are separated by blank lines)")
         return judge_latency([LatencyLook(b, c) for b, c in zip(base_looks, can_looks)],
-                             direction=direction, alpha=alpha)
+                             direction=direction, alpha=alpha, **options)
     return judge_resource(read_samples(baseline), read_samples(canary), name=kind.value,
-                          kind=kind, direction=direction, alpha=alpha)
+                          kind=kind, direction=direction, alpha=alpha, **options)
 
 
 @click.command("judge")
@@ -122,12 +125,14 @@ def judge_files(baseline: Path, canary: Path, *, kind: MetricKind, direction: Di
               default=0.05, show_default=True, help="false-fail rate bound")
 @click.option("--looks", type=click.IntRange(1, 10_000), default=10, show_default=True,
               help="latency files without blank lines: parts to cut each file into")
+@click.option("--tolerance", type=click.FloatRange(1, 10, min_open=True), default=None,
+              help="relative change that matters (latency: 1.1 = 10 % slower); judge default if unset")
 def judge_command(baseline: Path, canary: Path, kind: str, direction: str, alpha: float,
-                  looks: int) -> None:
+                  looks: int, tolerance: float | None) -> None:
     """Judge a canary against its baseline from two files; prints the verdict as JSON."""
     try:
-        verdict = judge_files(baseline, canary, kind=MetricKind(kind),
-                              direction=Direction(direction), alpha=alpha, looks=looks)
+        verdict = judge_files(baseline, canary, kind=MetricKind(kind), direction=Direction(direction),
+                              alpha=alpha, looks=looks, tolerance=tolerance)
     except BadInput as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_BAD_INPUT)

@@ -1,30 +1,37 @@
-"""Latency as a distribution: is the canary's tail heavier than the baseline's p95?
+"""Latency as a distribution: is the canary stochastically slower than the baseline?
 
-Method: at each look, a request is "slow" when it exceeds a threshold tau, the baseline's p95
-estimated from looks *before* this one (predictable, so it cannot be tuned to the data it
-judges). Slow requests are then counts, tested exactly like errors by `judge_errors`' mixture
-likelihood-ratio test (Lindon et al., KDD 2022): under A/A both sides share one distribution, so
-the tail ratio P(canary > tau) / P(baseline > tau) is 1 for every tau and the e-value keeps its
-anytime-valid guarantee. A 1.5x slower p95 typically quadruples the share of requests beyond the
-baseline p95, so the tail ratio detects quantile shifts quickly; the report also gives both p95s.
+Method: a sequential rank test by betting (the anytime-valid Mann-Whitney idea; Shekhar and
+Ramdas, "Nonparametric two-sample testing by betting", 2023; Waudby-Smith and Ramdas, JRSS-B
+2024, for the bets). Within each look the i-th canary sample is paired with the i-th baseline
+sample (arrival order; histogram counts in a fixed seeded shuffle). Each pair is scored against
+a reference of everything seen before it, both sides pooled: s(v) is v's mid-rank share in that
+reference, and the pair's score is d = s(canary) - s(baseline), in [-1, 1]. s is fixed before the
+pair arrives and non-decreasing, so when the canary is no slower than the baseline in stochastic
+order (at the same moment: drifts that move both sides together do not matter) E[d | past] <= 0,
+and every bet `prod (1 + lambda_k d_k)` with predictable lambda in [0, 1) is a nonnegative
+supermartingale. The e-value mixes five fixed bets with one adaptive bet (aGRAPA: lambda from the
+past scores' mean / second moment); by Ville's inequality it reaches 1/alpha with probability
+<= alpha however often one looks. Every sample counts from the first pair: no warm-up.
 
-tau follows the baseline until `freeze_after` baseline samples, then stays, so that the
-confidence sequence estimates one fixed quantity. Looks before the baseline has `min_samples`
-are warm-up and not tested.
+- FAIL: the e-value against "canary not slower" reached 1/alpha (sticky) *and* the observed
+  shift (the larger of the p50 and p95 ratios) is beyond `tolerance`: a real but smaller shift is
+  evidence of a change, not of one that matters (Kayenta's allowedIncrease plays the same role).
+- PASS: the e-value against "canary at least `tolerance` x slower" (the same test on canary /
+  tolerance) reached 1/alpha, with at least `MIN_PASS_SAMPLES` per side. From histograms a value is known only up to its bucket, so this
+  side compares the canary with the baseline moved up one bucket (a conservative `tolerance` of
+  the buckets' resolution); the FAIL side needs no rounding.
+- `decrease` swaps the roles (a canary significantly *faster*, for metrics where that is
+  suspicious); `either` averages the two FAIL e-values and needs both PASS sides.
 
-Inputs, one entry per look, oldest first: `LatencyLook` with the samples (ms) that arrived
-since the previous look, or `HistogramLook` with Prometheus cumulative histogram counters
-(le in seconds -> count, +Inf = total) read at that look; the first histogram look is only the
-starting point. With histograms tau is a bucket boundary: the highest one at or below the p95.
-
-Direction `decrease` fails a canary with significantly *fewer* slow requests (a tail ratio
-below 1), for metrics where faster is suspicious; `either` fails both.
+Inputs, one entry per look, oldest first: `LatencyLook` with the samples (ms) that arrived since
+the previous look, or `HistogramLook` with cumulative histogram counters (le in seconds -> count,
++Inf = total) read at that look; the first histogram look is only the starting point.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
@@ -32,18 +39,19 @@ from typing import Any
 import numpy as np
 
 from release_pipelines.core.judge import MetricVerdict, Verdict
-from release_pipelines.core.judge_errors import (
-    CODES,
-    format_interval,
-    outcome_phrase,
-    ratio_test_path,
-)
 from release_pipelines.core.manifest import Direction, MetricKind
 
-MIN_SAMPLES = 20
-"""Baseline samples needed before the first threshold is set (earlier looks are warm-up)."""
 ROUTER_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1, 2.5, 5, 10)
 """Histogram boundaries (seconds) the project's router exposes."""
+TOLERANCE = 1.1
+"""Default practical-significance margin: a canary up to 10 % slower is not a regression."""
+FIXED_BETS = np.array([0.2, 0.4, 0.6, 0.8, 0.95])
+"""Bets of the mixture's fixed half; 0.95 pays off on large shifts within a few dozen pairs."""
+ADAPTIVE_CAP = 0.95
+MIN_PASS_SAMPLES = 20
+"""PASS also needs this many samples per side: a handful of equal values is no evidence."""
+CHUNK = 256
+"""Pairs scored together against the within-look reference (bounds the comparison matrix)."""
 
 
 @dataclass(frozen=True)
@@ -62,85 +70,128 @@ class HistogramLook:
     canary: Mapping[float, float]
 
 
-@dataclass(frozen=True)
-class TailCounts:
-    """Per-look trials and slow requests on each side, and the threshold used (nan = warm-up)."""
-
-    baseline_n: np.ndarray
-    baseline_k: np.ndarray
-    canary_n: np.ndarray
-    canary_k: np.ndarray
-    threshold_ms: np.ndarray
+# ------------------------------------------------------------------ the sequential rank test
 
 
-def tail_counts(
-    looks: Sequence[LatencyLook], *, quantile: float = 0.95, min_samples: int = MIN_SAMPLES,
-    freeze_after: int = 1000,
-) -> TailCounts:
-    """Count, per look, the samples above the baseline quantile of the previous looks."""
-    rows, history, tau = [], np.empty(0), math.nan
-    for look in looks:
-        base, can = np.asarray(look.baseline, float), np.asarray(look.canary, float)
-        if history.size >= min_samples:
-            rows.append((base.size, np.count_nonzero(base > tau),
-                         can.size, np.count_nonzero(can > tau), tau))
-        else:
-            rows.append((0, 0, 0, 0, math.nan))
-        if history.size < freeze_after:
-            history = np.concatenate([history, base])
-            if history.size >= min_samples:
-                tau = float(np.quantile(history, quantile))
-    return _as_counts(rows)
+def _mid_rank(sorted_ref: np.ndarray, values: np.ndarray) -> np.ndarray:
+    low = np.searchsorted(sorted_ref, values, "left")
+    return low + 0.5 * (np.searchsorted(sorted_ref, values, "right") - low)
 
 
-def _as_counts(rows: list[tuple[float, ...]]) -> TailCounts:
-    cols = np.array(rows, dtype=float).reshape(-1, 5).T
-    return TailCounts(*cols)
+def _earlier_mid_rank(chunk: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Mid-rank of pair k's value among the pairs before k in the chunk (`chunk`: x's then y's)."""
+    earlier = np.tile(np.arange(values.size), 2)[None, :] < np.arange(values.size)[:, None]
+    below = (chunk[None, :] < values[:, None]) + 0.5 * (chunk[None, :] == values[:, None])
+    return (below * earlier).sum(axis=1)
+
+
+def pair_scores(baseline: Sequence[np.ndarray], canary: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Scores d = s(canary) - s(baseline) of every pair, and the pair count at the end of each look.
+
+    s is the mid-rank share in everything before the pair: earlier looks (paired or not) and the
+    earlier pairs of this look. Unpaired samples of a look join the reference after it.
+    """
+    reference = np.empty(0)
+    scores, ends = [], []
+    for base, can in zip(baseline, canary):
+        base, can = np.asarray(base, float), np.asarray(can, float)
+        pairs = min(base.size, can.size)
+        for start in range(0, pairs, CHUNK):
+            stop = min(start + CHUNK, pairs)
+            x, y = base[start:stop], can[start:stop]
+            both = np.concatenate([x, y])
+            size = reference.size + 2 * np.arange(y.size)
+            diff = (_mid_rank(reference, y) + _earlier_mid_rank(both, y)
+                    - _mid_rank(reference, x) - _earlier_mid_rank(both, x))
+            scores.append(np.where(size > 0, diff / np.maximum(size, 1), 0.0))
+            reference = np.sort(np.concatenate([reference, both]))
+        rest = np.concatenate([base[pairs:], can[pairs:]])
+        if rest.size:
+            reference = np.sort(np.concatenate([reference, rest]))
+        ends.append(sum(s.size for s in scores))
+    return (np.concatenate(scores) if scores else np.empty(0)), np.asarray(ends, dtype=int)
+
+
+def histogram_pair_scores(baseline: np.ndarray, canary: np.ndarray, shift_baseline: np.ndarray | None = None,
+                          ) -> tuple[np.ndarray, np.ndarray]:
+    """`pair_scores` for bucket counts per look, shaped (looks, buckets): values are bucket indices.
+
+    Samples of a look are shuffled with a seed fixed by the look's index (a pairing that does not
+    depend on the values, and the same at every re-judging). `shift_baseline` maps a baseline
+    bucket to the one it is compared as (the PASS side's one-bucket move).
+    """
+    buckets = baseline.shape[1]
+    reference = np.zeros(buckets)
+    scores, ends = [], []
+    for look, (base_counts, can_counts) in enumerate(zip(baseline, canary)):
+        rng = np.random.default_rng([17, look])
+        x = rng.permutation(np.repeat(np.arange(buckets), base_counts.astype(int)))
+        y = rng.permutation(np.repeat(np.arange(buckets), can_counts.astype(int)))
+        pairs = min(x.size, y.size)
+        if shift_baseline is not None:
+            x = shift_baseline[x]
+        if pairs:
+            xp, yp = x[:pairs], y[:pairs]
+            # counts per bucket of the earlier pairs of this look, at each pair
+            seen = np.zeros((pairs, buckets))
+            np.add.at(seen, (np.arange(pairs), xp), 1)
+            np.add.at(seen, (np.arange(pairs), yp), 1)
+            seen = np.cumsum(seen, axis=0) - seen + reference
+            mid_below = np.cumsum(seen, axis=1) - 0.5 * seen  # per bucket: below + half of it
+            rows = np.arange(pairs)
+            size = seen.sum(axis=1)
+            diff = mid_below[rows, yp] - mid_below[rows, xp]
+            scores.append(np.where(size > 0, diff / np.maximum(size, 1), 0.0))
+        np.add.at(reference, x, 1)
+        np.add.at(reference, y, 1)
+        ends.append(sum(s.size for s in scores))
+    return (np.concatenate(scores) if scores else np.empty(0)), np.asarray(ends, dtype=int)
+
+
+def log_e_values(scores: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """log e-value against "E[score] <= 0" at the end of each look (0 before any pair).
+
+    Half the mass on the fixed bets, half on the adaptive one; lambda of pair k uses pairs < k.
+    """
+    if not scores.size:
+        return np.zeros(ends.size)
+    past_sum = np.cumsum(scores) - scores
+    past_squares = np.cumsum(scores**2) - scores**2
+    # aGRAPA: mean / second moment of the past scores, started from 5 pseudo-pairs (mean 0.1,
+    # second moment 0.2: lambda 0.5) so the first bets are modest
+    adaptive = np.clip((past_sum + 0.5) / (past_squares + 1.0), 0.0, ADAPTIVE_CAP)
+    wealth = np.vstack([np.cumsum(np.log1p(FIXED_BETS[:, None] * scores[None, :]), axis=1),
+                        np.cumsum(np.log1p(adaptive * scores))[None, :]])
+    weights = np.append(np.full(FIXED_BETS.size, 0.5 / FIXED_BETS.size), 0.5)
+    at = np.where(ends > 0, ends - 1, 0)
+    top = wealth[:, at].max(axis=0)
+    log_e = top + np.log(weights @ np.exp(wealth[:, at] - top))
+    return np.where(ends > 0, log_e, 0.0)
+
+
+# ------------------------------------------------------------------ reading histograms
 
 
 def _delta(now: Mapping[float, float], before: Mapping[float, float]) -> dict[float, float]:
     """Counts added between two reads; a total that went down means the process restarted."""
     if now.get(math.inf, 0) < before.get(math.inf, 0):
         return dict(now)
-    return {le: count - before.get(le, 0) for le, count in now.items()}
+    return {le: max(0.0, count - before.get(le, 0)) for le, count in now.items()}
 
 
-def _boundary_below(cumulative: Mapping[float, float], quantile: float) -> float:
-    """Highest finite boundary whose cumulative share is at most `quantile` (else the lowest)."""
-    total = cumulative[math.inf]
-    bounds = sorted(le for le in cumulative if math.isfinite(le))
-    below = [le for le in bounds if cumulative[le] <= quantile * total]
-    return below[-1] if below else bounds[0]
+def _per_bucket(cumulative: Mapping[float, float], bounds: Sequence[float]) -> np.ndarray:
+    """Non-cumulative counts per bucket (the last one is above the highest finite boundary)."""
+    running = np.array([cumulative.get(le, 0) for le in bounds] + [cumulative.get(math.inf, 0)])
+    running = np.maximum.accumulate(running)  # a cumulative counter cannot go down across buckets
+    return np.diff(running, prepend=0.0)
 
 
-def histogram_tail_counts(
-    looks: Sequence[HistogramLook], *, quantile: float = 0.95, min_samples: int = MIN_SAMPLES,
-    freeze_after: int = 1000,
-) -> TailCounts:
-    """Like `tail_counts`, from cumulative histogram reads (one row per read after the first)."""
-    for i, look in enumerate(looks):
-        for side, hist in (("baseline", look.baseline), ("canary", look.canary)):
-            if math.inf not in hist:
-                raise ValueError(f"look {i}: {side} histogram has no +Inf bucket (the total)")
-            if set(hist) != set(looks[0].baseline):
-                raise ValueError(f"look {i}: {side} histogram boundaries differ from the first "
-                                 "baseline read; both sides need the same buckets")
-    rows, tau = [], math.nan
-    for before, now in pairwise(looks):
-        seen = before.baseline[math.inf]
-        if seen >= min_samples and (math.isnan(tau) or seen < freeze_after):
-            tau = _boundary_below(before.baseline, quantile)
-        base, can = _delta(now.baseline, before.baseline), _delta(now.canary, before.canary)
-        if math.isnan(tau):
-            rows.append((0, 0, 0, 0, math.nan))
-            continue
-        rows.append((base[math.inf], base[math.inf] - base[tau],
-                     can[math.inf], can[math.inf] - can[tau], tau * 1000))
-    return _as_counts(rows)
+def histogram_quantile(cumulative: Mapping[float, float], quantile: float, *, log_scale: bool = False) -> float:
+    """Quantile in ms by linear interpolation inside the bucket, as PromQL's histogram_quantile.
 
-
-def histogram_quantile(cumulative: Mapping[float, float], quantile: float) -> float:
-    """Quantile in ms by linear interpolation inside the bucket, as PromQL's histogram_quantile."""
+    `log_scale` interpolates the logarithm instead (not in the lowest bucket): latencies are
+    closer to log-uniform than uniform within a bucket, so shifts read truer.
+    """
     total = cumulative.get(math.inf, 0)
     if total <= 0:
         return math.nan
@@ -151,85 +202,188 @@ def histogram_quantile(cumulative: Mapping[float, float], quantile: float) -> fl
             if math.isinf(le):
                 return prev_le * 1000
             share = (quantile * total - prev_count) / max(count - prev_count, 1e-12)
+            if log_scale and prev_le > 0:
+                return prev_le * (le / prev_le) ** share * 1000
             return (prev_le + (le - prev_le) * share) * 1000
         prev_le, prev_count = le, count
     return prev_le * 1000
 
 
+def _check_histograms(looks: Sequence[HistogramLook]) -> list[float]:
+    bounds = set(looks[0].baseline) if looks else set()
+    for i, look in enumerate(looks):
+        for side, hist in (("baseline", look.baseline), ("canary", look.canary)):
+            if math.inf not in hist:
+                raise ValueError(f"look {i}: {side} histogram has no +Inf bucket (the total)")
+            if set(hist) != bounds:
+                raise ValueError(f"look {i}: {side} histogram boundaries differ from the first "
+                                 "baseline read; both sides need the same buckets")
+    return sorted(b for b in bounds if math.isfinite(b))
+
+
+# ------------------------------------------------------------------ verdicts
+
+
+@dataclass(frozen=True)
+class _Evidence:
+    """What both judges hand to `_verdict`: e-values, sample counts and the observed quantiles."""
+
+    fail_log_e: float
+    pass_log_e: float
+    baseline_n: int
+    canary_n: int
+    quantiles: dict[str, tuple[float, float]]  # "p50"/"p95" -> (baseline ms, canary ms)
+    slower_share: float
+    resolution: str = ""
+
+
+def _sides(direction: Direction) -> tuple[Direction, ...]:
+    return (Direction.increase, Direction.decrease) if direction is Direction.either else (direction,)
+
+
+def _combine_fail(log_es: Sequence[np.ndarray]) -> float:
+    """Running maximum of the FAIL e-value; `either` averages the two sides' e-processes."""
+    path = np.logaddexp.reduce(np.vstack(log_es), axis=0) - math.log(len(log_es))
+    return float(np.maximum.accumulate(path)[-1]) if path.size else 0.0
+
+
+def _combine_pass(log_es: Sequence[np.ndarray]) -> float:
+    """PASS needs every side; each side's running maximum, at a Bonferroni share of alpha."""
+    return min(float(np.max(e, initial=0.0)) for e in log_es) - math.log(len(log_es))
+
+
 def judge_latency(
     looks: Sequence[LatencyLook], *, name: str = "latency",
     direction: Direction = Direction.increase, critical: bool = True, alpha: float = 0.05,
-    tolerance: float = 1.5, quantile: float = 0.95,
+    tolerance: float = TOLERANCE, quantile: float = 0.95,
 ) -> MetricVerdict:
-    """Judge latency samples (ms) per look. PASS: tail ratio bounded below `tolerance`."""
-    counts = tail_counts(looks, quantile=quantile)
-    tested = ~np.isnan(counts.threshold_ms)
-    base = np.concatenate([np.asarray(look.baseline, float) for look, t in zip(looks, tested) if t]
-                          or [np.empty(0)])
-    can = np.concatenate([np.asarray(look.canary, float) for look, t in zip(looks, tested) if t]
-                         or [np.empty(0)])
-    quantiles = (float(np.quantile(base, quantile)) if base.size else math.nan,
-                 float(np.quantile(can, quantile)) if can.size else math.nan)
-    seen = sum(len(look.baseline) for look in looks)
-    return _verdict(counts, quantiles, warmup_seen=seen, name=name, direction=direction,
-                    critical=critical, alpha=alpha, tolerance=tolerance, quantile=quantile)
+    """Judge latency samples (ms) per look (`release judge`, files, simulations)."""
+    base = [np.asarray(look.baseline, float) for look in looks]
+    can = [np.asarray(look.canary, float) for look in looks]
+    fail, passed = [], []
+    for side in _sides(direction):
+        sign = 1.0 if side is Direction.increase else -1.0
+        scores, ends = pair_scores(base, can)
+        fail.append(log_e_values(sign * scores, ends))
+        scale = tolerance ** -sign  # compare with canary / tolerance (or x tolerance for decrease)
+        scores, ends = pair_scores(base, [c * scale for c in can])
+        passed.append(log_e_values(-sign * scores, ends))
+    all_base = np.concatenate(base) if base else np.empty(0)
+    all_can = np.concatenate(can) if can else np.empty(0)
+    quantiles = {
+        f"p{q * 100:g}": tuple(float(np.quantile(v, q)) if v.size else math.nan for v in (all_base, all_can))
+        for q in (0.5, quantile)
+    }
+    scores, _ = pair_scores(base, can)
+    evidence = _Evidence(_combine_fail(fail), _combine_pass(passed), all_base.size, all_can.size,
+                         quantiles, 0.5 + float(scores.mean()) if scores.size else math.nan)
+    return _verdict(evidence, name=name, direction=direction, critical=critical, alpha=alpha,
+                    tolerance=tolerance)
 
 
 def judge_latency_histograms(
     looks: Sequence[HistogramLook], *, name: str = "latency",
     direction: Direction = Direction.increase, critical: bool = True, alpha: float = 0.05,
-    tolerance: float = 1.5, quantile: float = 0.95,
+    tolerance: float = TOLERANCE, quantile: float = 0.95,
 ) -> MetricVerdict:
-    """Judge latency from histogram reads, one per look (the live sensor's only view)."""
-    counts = histogram_tail_counts(looks, quantile=quantile)
-    quantiles = (math.nan, math.nan)
-    seen = looks[-1].baseline.get(math.inf, 0) if looks else 0
-    if len(looks) >= 2:
-        quantiles = tuple(
-            histogram_quantile(_delta(getattr(looks[-1], side), getattr(looks[0], side)), quantile)
-            for side in ("baseline", "canary")
-        )
-    return _verdict(counts, quantiles, warmup_seen=seen, name=name, direction=direction,
-                    critical=critical, alpha=alpha, tolerance=tolerance, quantile=quantile)
+    """Judge latency from histogram reads, one per look (the live sensor's view)."""
+    bounds = _check_histograms(looks)
+    edges = np.array([*bounds, math.inf])
+    base = np.array([_per_bucket(_delta(b.baseline, a.baseline), bounds) for a, b in pairwise(looks)])
+    can = np.array([_per_bucket(_delta(b.canary, a.canary), bounds) for a, b in pairwise(looks)])
+    base, can = base.reshape(-1, edges.size), can.reshape(-1, edges.size)
+    # PASS side: a baseline sample in bucket i is compared as the bucket holding tolerance x its
+    # upper edge (increase) or its lower edge / tolerance (decrease): at least one bucket away
+    lower_edges = np.concatenate([[0.0], edges[:-1]])
+    moved = {
+        Direction.increase: np.minimum(np.maximum(np.searchsorted(edges, edges * tolerance, "left"),
+                                                  np.arange(edges.size) + 1), edges.size - 1),
+        Direction.decrease: np.maximum(np.minimum(np.searchsorted(edges, lower_edges / tolerance, "left"),
+                                                  np.arange(edges.size) - 1), 0),
+    }
+    fail, passed = [], []
+    for side in _sides(direction):
+        sign = 1.0 if side is Direction.increase else -1.0
+        scores, ends = histogram_pair_scores(base, can)
+        fail.append(log_e_values(sign * scores, ends))
+        scores, ends = histogram_pair_scores(base, can, shift_baseline=moved[side])
+        passed.append(log_e_values(-sign * scores, ends))
+    totals = [_delta(getattr(looks[-1], s), getattr(looks[0], s)) if len(looks) >= 2 else {}
+              for s in ("baseline", "canary")]
+    quantiles = {f"p{q * 100:g}": tuple(histogram_quantile(t, q, log_scale=True) for t in totals)
+                 for q in (0.5, quantile)}
+    scores, _ = histogram_pair_scores(base, can)
+    steps = edges[1:-1] / edges[:-2] if edges.size > 2 else np.array([math.inf])
+    evidence = _Evidence(_combine_fail(fail), _combine_pass(passed), int(base.sum()), int(can.sum()),
+                         quantiles, 0.5 + float(scores.mean()) if scores.size else math.nan,
+                         resolution=f" (from histograms: PASS at the buckets' resolution, "
+                                    f"{float(steps.min()):.2g}-{float(steps.max()):.2g}x per bucket)")
+    return _verdict(evidence, name=name, direction=direction, critical=critical, alpha=alpha,
+                    tolerance=tolerance)
 
 
-def _verdict(
-    counts: TailCounts, quantiles: tuple[float, float], *, warmup_seen: float, name: str,
-    direction: Direction, critical: bool, alpha: float, tolerance: float, quantile: float,
-) -> MetricVerdict:
-    base_n, can_n = int(counts.baseline_n.sum()), int(counts.canary_n.sum())
-    base_k, can_k = int(counts.baseline_k.sum()), int(counts.canary_k.sum())
-    pct = f"p{quantile * 100:g}"
+def _shift(quantiles: Mapping[str, tuple[float, float]], direction: Direction) -> float:
+    """Observed shift in the failing direction: the quantile ratio that moved furthest that way."""
+    ratios = [can / base for base, can in quantiles.values() if base > 0 and not math.isnan(can)]
+    if not ratios:
+        return math.nan
+    pick: Callable[..., float] = {
+        Direction.increase: max, Direction.decrease: min,
+        Direction.either: lambda *r: max(r, key=lambda v: abs(math.log(v)) if v > 0 else math.inf),
+    }[direction]
+    return float(pick(*ratios))
+
+
+def _beyond(shift: float, tolerance: float, direction: Direction) -> bool:
+    if math.isnan(shift):
+        return False
+    return {
+        Direction.increase: shift > tolerance,
+        Direction.decrease: shift < 1 / tolerance,
+        Direction.either: shift > tolerance or shift < 1 / tolerance,
+    }[direction]
+
+
+def _verdict(evidence: _Evidence, *, name: str, direction: Direction, critical: bool, alpha: float,
+             tolerance: float) -> MetricVerdict:
     common: dict[str, Any] = {
         "name": name, "kind": MetricKind.latency, "direction": direction, "critical": critical,
-        "alpha": alpha, "baseline_n": base_n, "canary_n": can_n,
-        "effect_name": f"ratio of shares slower than the baseline {pct}",
-        "interval_name": f"{1 - alpha:.0%} confidence sequence",
+        "alpha": alpha, "baseline_n": evidence.baseline_n, "canary_n": evidence.canary_n,
+        "effect_name": "latency ratio canary / baseline (p50 or p95, whichever moved more)",
     }
-    if base_n == 0 or can_n == 0:
-        why = (f"baseline has {warmup_seen:g} samples, the {pct} threshold needs {MIN_SAMPLES}"
-               if np.isnan(counts.threshold_ms).all()
-               else f"no samples yet after warm-up ({can_n} canary / {base_n} baseline)")
-        return MetricVerdict(verdict=Verdict.inconclusive, reason=f"{name}: {why}", **common)
-    path = ratio_test_path(counts.baseline_n, counts.baseline_k, counts.canary_n, counts.canary_k,
-                           direction=direction, alpha=alpha, tolerance=tolerance)
-    e_value, lower, upper = (float(a[-1]) for a in (path.e_value, path.lower, path.upper))
-    verdict = CODES[int(path.verdict[-1])]
-    base_share, can_share = base_k / base_n, can_k / can_n
-    ratio = can_share / base_share if base_share > 0 else (math.inf if can_share > 0 else math.nan)
-    tau = float(counts.threshold_ms[~np.isnan(counts.threshold_ms)][-1])
-    base_q, can_q = quantiles
-    shift = can_q / base_q if base_q > 0 else math.nan
-    reason = (
-        f"{pct} {can_q:.0f} ms vs {base_q:.0f} ms ({shift:.2f}x); {can_share:.1%} vs "
-        f"{base_share:.1%} slower than {tau:.0f} ms (ratio "
-        f"{'n/a' if math.isnan(ratio) else f'{ratio:.2f}x'}, {1 - alpha:.0%} CS "
-        f"{format_interval(lower, upper)}) after {can_n} canary / {base_n} baseline samples: "
-        f"{outcome_phrase(verdict, e_value, alpha, tolerance, direction)}"
-    )
-    details = {f"baseline_{pct}_ms": base_q, f"canary_{pct}_ms": can_q, "quantile_ratio": shift,
-               "threshold_ms": tau, "baseline_slow": base_k, "canary_slow": can_k,
-               "tolerance": tolerance}
-    effect = None if math.isnan(ratio) else ratio
-    return MetricVerdict(verdict=verdict, reason=reason, effect=effect, interval=(lower, upper),
-                         e_value=e_value, details=details, **common)
+    if evidence.baseline_n == 0 or evidence.canary_n == 0:
+        return MetricVerdict(verdict=Verdict.inconclusive, reason=(
+            f"{name}: no samples to compare yet ({evidence.canary_n} canary / {evidence.baseline_n} "
+            "baseline)"), **common)
+    threshold = math.log(1 / alpha)
+    shift = _shift(evidence.quantiles, direction)
+    fail_e, pass_e = math.exp(min(evidence.fail_log_e, 700)), math.exp(min(evidence.pass_log_e, 700))
+    bar = {Direction.increase: f"{tolerance:g}x", Direction.decrease: f"{1 / tolerance:.3g}x",
+           Direction.either: f"{tolerance:g}x either way"}[direction]
+    if evidence.fail_log_e >= threshold and _beyond(shift, tolerance, direction):
+        verdict = Verdict.failed
+        outcome = f"regression beyond {bar} (e-value {fail_e:.3g} >= 1/alpha = {1 / alpha:.3g})"
+    elif evidence.pass_log_e >= threshold and min(evidence.baseline_n, evidence.canary_n) >= MIN_PASS_SAMPLES:
+        verdict = Verdict.passed
+        outcome = f"no regression beyond {bar}{evidence.resolution} (e-value {pass_e:.3g} against it)"
+    elif evidence.fail_log_e >= threshold:
+        verdict = Verdict.inconclusive
+        outcome = f"a change (e-value {fail_e:.3g}), but the shift is within {bar}: not a regression that matters"
+    else:
+        verdict = Verdict.inconclusive
+        outcome = (f"not enough evidence yet (e-value {fail_e:.3g} for a regression, {pass_e:.3g} "
+                   f"against one beyond {bar}; need {1 / alpha:.3g})")
+    text = ", ".join(f"{q} {can:.0f} ms vs {base:.0f} ms ({can / base if base > 0 else math.nan:.2f}x)"
+                     for q, (base, can) in evidence.quantiles.items())
+    reason = (f"{text}; canary slower than baseline in {evidence.slower_share:.0%} of paired samples, "
+              f"after {evidence.canary_n} canary / {evidence.baseline_n} baseline samples: {outcome}")
+    p50_base, p50_can = evidence.quantiles["p50"]
+    tail = list(evidence.quantiles)[-1]
+    tail_base, tail_can = evidence.quantiles[tail]
+    details = {f"baseline_{tail}_ms": tail_base, f"canary_{tail}_ms": tail_can,
+               "baseline_p50_ms": p50_base, "canary_p50_ms": p50_can,
+               "quantile_ratio": tail_can / tail_base if tail_base > 0 else math.nan,
+               "median_ratio": p50_can / p50_base if p50_base > 0 else math.nan,
+               "slower_share": evidence.slower_share, "pass_e_value": pass_e, "tolerance": tolerance}
+    return MetricVerdict(verdict=verdict, reason=reason, effect=None if math.isnan(shift) else shift,
+                         e_value=fail_e, details=details, **common)

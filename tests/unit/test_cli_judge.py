@@ -69,7 +69,18 @@ def test_latency_looks_separated_by_blank_lines(tmp_path):
     result = run(tmp_path, f"{look}\n\n{look}\n", f"{look}\n\n{look}\n", "--kind", "latency")
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
-    assert data["canary_n"] == data["baseline_n"] == 50  # the first look sets the threshold
+    assert data["canary_n"] == data["baseline_n"] == 100  # every sample is judged: no warm-up look
+    assert data["verdict"] == "pass"  # the same values on both sides: not 1.1x slower
+
+
+def test_latency_tolerance_option(tmp_path):
+    rng = np.random.default_rng(8)
+    base = "\n".join(f"{x:.1f}" for x in rng.lognormal(np.log(100), 0.5, 3000))
+    slower = "\n".join(f"{x:.1f}" for x in 1.15 * rng.lognormal(np.log(100), 0.5, 3000))
+    strict = json.loads(run(tmp_path, base, slower, "--kind", "latency", "--tolerance", "1.05").output)
+    loose = json.loads(run(tmp_path, base, slower, "--kind", "latency", "--tolerance", "1.3").output)
+    assert (strict["verdict"], loose["verdict"]) == ("fail", "pass")
+    assert "beyond 1.05x" in strict["reason"] and loose["details"]["tolerance"] == 1.3
 
 
 def test_memory_twice_as_high_fails(tmp_path):

@@ -1,8 +1,9 @@
 """The canary judge: anytime validity by simulation, power, tri-state rules, evidence, deadline.
 
 Simulations judge every canary at every one of 200 ticks (50-200 requests per side per tick)
-with `ratio_test_path`, the vectorised core that `judge_errors` / `judge_latency` run; a test
-below checks that the path equals the public judges on prefixes. Seeds are fixed.
+with `ratio_test_path`, the vectorised core that `judge_errors` runs; a test below checks that
+the path equals the public judge on prefixes. Seeds are fixed. The latency test's own
+simulations are in test_judge_latency.py.
 """
 
 from __future__ import annotations
@@ -38,7 +39,6 @@ from release_pipelines.core.judge_latency import (
     histogram_quantile,
     judge_latency,
     judge_latency_histograms,
-    tail_counts,
 )
 from release_pipelines.core.manifest import Direction, MetricKind, OnDeadline
 
@@ -61,15 +61,6 @@ def latency_looks(rng: np.random.Generator, scale: float, ticks: int = TICKS) ->
     can = scale * rng.lognormal(math.log(100), 0.5, can_n.sum())
     return [LatencyLook(b, c) for b, c in zip(np.split(base, np.cumsum(base_n)[:-1]),
                                                np.split(can, np.cumsum(can_n)[:-1]))]
-
-
-def latency_paths(seed: int, scale: float, canaries: int = CANARIES):
-    """Tail counts for many simulated canaries, stacked (canaries, ticks), and the test path."""
-    rng = np.random.default_rng(seed)
-    counts = [tail_counts(latency_looks(rng, scale)) for _ in range(canaries)]
-    stacked = [np.stack([getattr(c, f) for c in counts])
-               for f in ("baseline_n", "baseline_k", "canary_n", "canary_k")]
-    return stacked, ratio_test_path(*stacked, alpha=ALPHA, tolerance=1.5)
 
 
 def ever(path_verdict: np.ndarray, code: int) -> np.ndarray:
@@ -95,11 +86,6 @@ def aa_errors():
     return streams, ratio_test_path(*streams, alpha=ALPHA)
 
 
-@pytest.fixture(scope="module")
-def aa_latency():
-    return latency_paths(seed=12, scale=1.0)
-
-
 def test_aa_error_streams_false_fail_rate_stays_below_alpha_at_every_look(aa_errors):
     _, path = aa_errors
     assert ever(path.verdict, FAIL).mean() <= ALPHA + 0.02
@@ -108,16 +94,6 @@ def test_aa_error_streams_false_fail_rate_stays_below_alpha_at_every_look(aa_err
 def test_naive_fixed_horizon_test_on_the_same_error_streams_exceeds_alpha(aa_errors):
     streams, _ = aa_errors
     assert naive_z_ever_significant(*streams).mean() > 3 * ALPHA
-
-
-def test_aa_latency_false_fail_rate_stays_below_alpha_at_every_look(aa_latency):
-    _, path = aa_latency
-    assert ever(path.verdict, FAIL).mean() <= ALPHA + 0.02
-
-
-def test_naive_fixed_horizon_test_on_the_same_latency_streams_exceeds_alpha(aa_latency):
-    counts, _ = aa_latency
-    assert naive_z_ever_significant(*counts).mean() > 3 * ALPHA
 
 
 def test_the_vectorised_path_is_what_the_public_judges_return():
@@ -151,16 +127,9 @@ def test_a_2x_error_rate_regression_fails_within_200_ticks():
     assert ever(path.verdict, FAIL).mean() >= 0.97
 
 
-def test_a_1_5x_p95_latency_regression_fails_within_200_ticks():
-    _, path = latency_paths(seed=22, scale=1.5, canaries=100)
-    assert ever(path.verdict, FAIL).mean() >= 0.97
-
-
 def test_healthy_canaries_reach_pass():
     errors = ratio_test_path(*error_streams(seed=31, base_rate=0.05, canary_rate=0.05), alpha=ALPHA)
     assert ever(errors.verdict, PASS).mean() >= 0.8
-    _, latency = latency_paths(seed=32, scale=1.0, canaries=100)
-    assert ever(latency.verdict, PASS).mean() >= 0.9
 
 
 def test_one_healthy_canary_passes_through_the_public_judges():
@@ -330,7 +299,7 @@ def test_every_verdict_carries_json_evidence():
     json.dumps(unbounded, allow_nan=False)
 
 
-def test_latency_evidence_names_quantiles_and_threshold():
+def test_latency_evidence_names_quantiles_and_shift():
     verdict = judge_latency(latency_looks(np.random.default_rng(5), 1.5, ticks=40))
     assert verdict.verdict is Verdict.failed
     assert verdict.details["quantile_ratio"] == pytest.approx(1.5, rel=0.15)
