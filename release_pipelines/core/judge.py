@@ -5,8 +5,8 @@ Pure functions and frozen dataclasses only (no Dagster, no I/O). The statistics 
 - `judge_errors`: error counts, an anytime-valid mixture likelihood-ratio test on the canary's
   share of errors given the traffic split (Lindon, Sanden, Shirikian, "Rapid Regression Detection
   in Software Deployments through Sequential Testing", KDD 2022).
-- `judge_latency`: the same test on "requests slower than the baseline's p95", from raw samples
-  or Prometheus histogram snapshots.
+- `judge_latency`: a sequential rank test by betting on the whole latency distribution, from
+  raw samples or histogram snapshots (router or Prometheus buckets).
 - here: resource metrics (memory, cpu) by a plain spread rule, how metric verdicts combine
   (Kayenta-style criticality), and what happens when the deadline passes without evidence.
 
