@@ -1,0 +1,1 @@
+"""The release product component (`component.py`) and its `dg scaffold defs` scaffolder."""

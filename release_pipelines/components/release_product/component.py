@@ -1,51 +1,135 @@
-"""A Dagster Component: add a product to a `dg` project with one `defs.yaml`.
+"""The `ReleaseProductComponent`: one product's releases in a `dg` project, from one `defs.yaml`.
 
-    # <project>/src/<package>/defs/shop/defs.yaml
-    type: release_pipelines.components.release_product.component.ReleaseProduct
+    dg scaffold defs release_pipelines.ReleaseProductComponent shop   # writes the two files below
+
+    # src/<package>/defs/shop/defs.yaml
+    type: release_pipelines.ReleaseProductComponent
     attributes:
-      manifest: ../../../../release/shop.yaml   # relative to this defs.yaml's folder
+      manifest: release.yaml                       # relative to this defs.yaml's folder
+      resources:                                   # optional; empty = the RELEASE_* variables
+        ledger_url: "{{ env.RELEASE_LEDGER_URL }}"
+        prometheus_url: "{{ env.RELEASE_PROMETHEUS_URL }}"
+        home: "{{ env.RELEASE_HOME }}"
+      translation:                                 # optional, like dagster-sling's translator
+        group_name: shop_release
 
-`build_defs` gives the same jobs, sensors, assets and checks as `release_pipelines.definitions`
-(`product_definitions`) plus the project's resources (ledger, platform, flags, metrics; they read
-RELEASE_HOME / RELEASE_LEDGER_URL / RELEASE_PROMETHEUS_URL like the plain code location). Several
-products in one project share one set of resource objects, so their Definitions merge cleanly.
-See examples/dg_project/.
+`build_defs` gives the definitions `release_pipelines.code_location` gives for the manifest
+(`orchestration.definitions.product_definitions`) plus our resources. Products that name the same
+resource settings share one set of resource objects, so their Definitions merge.
 """
 
-
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
+from typing import Annotated
 
 import dagster as dg
 
-from release_pipelines.orchestration.dagster_resources import default_resources
+from release_pipelines.assets.tables import service_asset_specs, table_asset_specs
+from release_pipelines.components.release_product.scaffolder import ReleaseProductScaffolder
+from release_pipelines.core.errors import ReleaseError
+from release_pipelines.orchestration.dagster_resources import (
+    FlagsResource,
+    LedgerResource,
+    MetricsResource,
+    PlatformResource,
+    default_resources,
+)
 from release_pipelines.orchestration.definitions import product_definitions
 from release_pipelines.resources.manifest_files import load_product
 
 
-@cache
-def shared_resources() -> dict[str, dg.ConfigurableResource]:
-    """One set of resource objects per process: Definitions.merge accepts a key twice only if
-    it is the very same object."""
-    return default_resources()
+def described(description: str) -> dg.Resolver:
+    """A field's description in the YAML schema (`dg check yaml`, editors)."""
+    return dg.Resolver.default(description=description)
 
 
-def resolve_manifest(manifest: str, base: Path) -> Path:
-    path = Path(manifest).expanduser()
-    return path if path.is_absolute() else (base / path).resolve()
+@dataclass(frozen=True)
+class ReleaseResourceSettings(dg.Resolvable):
+    """Where the release state lives; each value may be a template such as
+    `{{ env.RELEASE_LEDGER_URL }}`, and an empty one falls back to the RELEASE_* variable."""
+
+    ledger_url: Annotated[str | None, described(
+        "SQLAlchemy URL of the release ledger (PostgreSQL in production); default: "
+        "RELEASE_LEDGER_URL, else SQLite under `home`")] = None
+    prometheus_url: Annotated[str | None, described(
+        "Prometheus base URL the canary judge queries; default: RELEASE_PROMETHEUS_URL, else "
+        "each service's router")] = None
+    home: Annotated[str | None, described(
+        "folder of the local platform's state, the flag files and the SQLite ledger; default: "
+        "RELEASE_HOME, else ./.release")] = None
 
 
+@dataclass(frozen=True)
+class ReleaseTranslation(dg.Resolvable):
+    """How the product's table and service assets appear in the asset catalog."""
+
+    group_name: Annotated[str | None, described(
+        "asset group of the product's tables and services (default: one group per database, "
+        "and `services`)")] = None
+
+
+@dg.scaffold_with(ReleaseProductScaffolder)
 @dataclass
-class ReleaseProduct(dg.Component, dg.Resolvable):
-    """A product's release manifest as Dagster definitions: `<product>_release`, `_promote`,
-    `_rollback`, `_data_checks` jobs, the canary and run-failure sensors, table/service assets
-    with lineage and the data-integrity asset checks."""
+class ReleaseProductComponent(dg.Component, dg.Resolvable):
+    """Multi-step releases of one product (services + database migrations) as Dagster jobs.
 
-    manifest: str
-    """Path of the release manifest (release.yaml); relative paths start at the defs.yaml folder."""
+    The release manifest (`release.yaml`) becomes `<product>_release`, `_promote`, `_rollback`,
+    `_contract` and `_data_checks` jobs, the canary and run-failure sensors, table and service
+    assets with lineage, and the data-integrity asset checks. `dg scaffold defs
+    release_pipelines.ReleaseProductComponent <name>` writes a starter manifest.
+    """
+
+    manifest: Annotated[str, described(
+        "path of the release manifest (release.yaml), relative to this defs.yaml's folder")]
+    resources: Annotated[ReleaseResourceSettings, described(
+        "ledger, Prometheus and home folder of the release resources")] = field(default_factory=ReleaseResourceSettings)
+    translation: Annotated[ReleaseTranslation, described(
+        "asset catalog overrides for the product's table and service assets")] = field(default_factory=ReleaseTranslation)
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
+        product = load_product(manifest_path(self.manifest, Path(context.path)))
+        defs = product_definitions(product)
+        group = self.translation.group_name
+        if group:
+            own = {spec.key for spec in (*table_asset_specs(product.manifest), *service_asset_specs(product.manifest))}
+            defs = defs.map_asset_specs(
+                func=lambda spec: spec.replace_attributes(group_name=group) if spec.key in own else spec)
+        return dg.Definitions.merge(defs, dg.Definitions(resources=shared_resources(self.resources)))
 
-        product = load_product(resolve_manifest(self.manifest, Path(context.path)))
-        return dg.Definitions.merge(product_definitions(product), dg.Definitions(resources=shared_resources()))
+
+ReleaseProduct = ReleaseProductComponent  # the name defs.yaml files written before 0.2 use
+
+
+class ComponentAttributeError(ReleaseError):
+    """An attribute in a defs.yaml names something that is not there."""
+
+
+def manifest_path(manifest: str, base: Path) -> Path:
+    """The manifest's absolute path; a missing file is reported against the `manifest` attribute."""
+    path = Path(manifest).expanduser()
+    path = path if path.is_absolute() else (base / path).resolve()
+    if not path.is_file():
+        raise ComponentAttributeError(
+            f"{base / 'defs.yaml'}: attributes.manifest: no release manifest at {path} "
+            "(a relative path starts at the folder of defs.yaml)")
+    return path
+
+
+@cache
+def shared_resources(settings: ReleaseResourceSettings = ReleaseResourceSettings()) -> dict[str, dg.ConfigurableResource]:
+    """One set of resource objects per settings and process: Definitions.merge accepts a key twice
+    only if it is the very same object."""
+    resources = default_resources()
+    home = Path(settings.home).expanduser().resolve() if settings.home else None
+    ledger_url = settings.ledger_url or (f"sqlite:///{home / 'ledger.db'}" if home else "")
+    for key, resource in resources.items():
+        if isinstance(resource, LedgerResource) and ledger_url:
+            resources[key] = LedgerResource(url=ledger_url)
+        elif isinstance(resource, PlatformResource) and home:
+            resources[key] = PlatformResource(state_root=str(home / "platform"))
+        elif isinstance(resource, FlagsResource) and home:
+            resources[key] = FlagsResource(root=str(home / "flags"))
+        elif isinstance(resource, MetricsResource) and settings.prometheus_url:
+            resources[key] = MetricsResource(prometheus_url=settings.prometheus_url)
+    return resources
