@@ -343,7 +343,7 @@ class LockQueueGuard:
 
 
 def _backend_pid(cursor: Any) -> int:
-    pid = getattr(cursor.connection, "get_backend_pid", None)
+    pid = getattr(getattr(cursor, "connection", None), "get_backend_pid", None)  # asyncpg: none
     if pid is not None:
         return int(pid())
     cursor.execute("SELECT pg_backend_pid()")
