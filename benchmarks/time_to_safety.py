@@ -20,7 +20,9 @@ the reference rules of benchmarks/reference_judges.py:
   computed on the recorded stream (per-read error rates of canary vs stable).
 
 Floor = the sensor's minimum interval (from the manifest) + the measured rollback run (ledger
-state:rolling_back -> state:rolled_back). Goal: ours <= 2 x floor.
+state:rolling_back -> state:rolled_back). Reported apart: first traffic -> fail verdict (the
+evidence) and fail verdict -> 100 % stable (the reaction). Goals (issue 17, P1): first traffic ->
+100 % stable <= 20 s; verdict -> 100 % stable <= the floor.
 
     python -m benchmarks.time_to_safety [--quick]      (median of 3 runs; 1 with --quick)
 """
@@ -40,7 +42,7 @@ import numpy as np
 from benchmarks.common import median, print_header, table, verdict
 from benchmarks.reference_judges import flagger_fails, kayenta_fails
 
-GOAL_RATIO = 2.0
+GOAL_SECONDS = 20.0
 LOCATION = "release_pipelines"
 FIRST = {"catalog": "1.0.0", "orders": "1.0.0", "frontend": "1.0.0"}
 BAD = {"orders": "1.2.0+bad"}
@@ -269,6 +271,7 @@ def main() -> int:
         r = one_run(i)
         rows = series(r["stream"], r["first_traffic"], BAD["orders"], FIRST["orders"])
         r["floor"] = r["sensor_interval"] + r["rollback_run"]
+        r["reaction"] = r["measured"] - r["verdict_after"] if r["verdict_after"] is not None else float("inf")
         r["flagger"] = flagger_replay(rows)
         r["kayenta"] = kayenta_replay(rows)
         results.append(r)
@@ -288,13 +291,17 @@ def main() -> int:
               + (f" (first High at look {k['first_fail_look'] + 1}, {k['first_fail_t']:.0f} s, if judged every read)"
                  if k.get("first_fail_look") is not None else ""))
     ours, floor = median([r["measured"] for r in results]), median([r["floor"] for r in results])
+    evidence = median([r["verdict_after"] if r["verdict_after"] is not None else float("inf") for r in results])
+    reaction = median([r["reaction"] for r in results])
     flagger, kayenta_ok = median([r["flagger"]["seconds"] for r in results]), all(r["kayenta"]["fails"] for r in results)
     ratio = ours / floor
     print()
     print(table(
         ["judge", "seconds to 100 % stable", "x floor", "note"],
         [
-            ["ours (measured, daemon sensor)", f"{ours:.1f}", f"{ratio:.2f}", f"goal <= {GOAL_RATIO:.0f}x"],
+            ["ours (measured, daemon sensor)", f"{ours:.1f}", f"{ratio:.2f}", f"goal <= {GOAL_SECONDS:.0f} s"],
+            ["  of which first traffic -> fail verdict", f"{evidence:.1f}", f"{evidence / floor:.2f}", "the evidence"],
+            ["  of which fail verdict -> 100 % stable", f"{reaction:.1f}", f"{reaction / floor:.2f}", "goal <= floor"],
             ["floor (sensor interval + rollback run)", f"{floor:.1f}", "1.00",
              f"{results[0]['sensor_interval']:.0f} s + {median([r['rollback_run'] for r in results]):.1f} s"],
             ["Flagger (60 s x 5 failed checks, 1 %)", f"{flagger:.0f}", f"{flagger / floor:.1f}",
@@ -312,8 +319,9 @@ def main() -> int:
     print(f"note: Kayenta's time is its analysis lifetime ({KAYENTA_LIFETIME / 3600:.0f} h, >= {KAYENTA_MIN_POINTS} "
           "points per metric suggested); with its default settings it judges once, at the end. Its verdict above "
           "is computed on the per-read points recorded here (fewer than 50).")
-    print(f"summary: time to safety {ours:.1f} s vs floor {floor:.1f} s = {ratio:.2f}x (goal <= {GOAL_RATIO:.0f}x) "
-          f"{verdict(ratio <= GOAL_RATIO)}; Flagger {flagger:.0f} s, Kayenta {KAYENTA_LIFETIME:.0f} s")
+    print(f"summary: first traffic -> 100 % stable {ours:.1f} s (goal <= {GOAL_SECONDS:.0f} s) "
+          f"{verdict(ours <= GOAL_SECONDS)}: evidence {evidence:.1f} s + reaction {reaction:.1f} s (goal <= floor "
+          f"{floor:.1f} s) {verdict(reaction <= floor)}; Flagger {flagger:.0f} s, Kayenta {KAYENTA_LIFETIME:.0f} s")
     return 0
 
 
