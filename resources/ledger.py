@@ -48,6 +48,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import (
     ArgumentError,
     IntegrityError,
+    InternalError,
     NoSuchModuleError,
     OperationalError,
     SQLAlchemyError,
@@ -467,7 +468,7 @@ class Ledger:
                 conn.execution_options(ledger_write=True)
                 with conn.begin():
                     yield Chain(conn)
-        except OperationalError as exc:
+        except (OperationalError, InternalError) as exc:  # disk full, read-only, connection gone
             raise LedgerError(_write_problem(self.url, exc)) from exc
 
     @contextmanager
@@ -521,10 +522,10 @@ def new_request_id(product: str, now: datetime) -> str:
     return f"req-{new_release_id(product, now)}"
 
 
-def _write_problem(url: str, exc: OperationalError) -> str:
+def _write_problem(url: str, exc: SQLAlchemyError) -> str:
     """A write the database refused (disk full, read-only, gone): nothing was recorded, so the
     step that asked stops before it acts; the release resumes or rolls back once writes work."""
-    reason = str(exc.orig or exc).strip().splitlines()[0]
+    reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
     return (
         f"cannot write to the release ledger at {redact(url)}: {reason}. Nothing was recorded and the step "
         "stopped before acting; once the ledger accepts writes again (disk space, read-only mount, "
