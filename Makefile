@@ -15,10 +15,13 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/release demo
 
-## The whole test suite, Postgres tests included (RELEASE_TEST_POSTGRES_URL picks the server).
+## The whole test suite, Postgres tests included (RELEASE_TEST_POSTGRES_URL picks the server),
+## on TEST_WORKERS pytest-xdist workers; tests marked xdist_group share one worker. The slowest
+## tests and the wall time are printed at the end.
+TEST_WORKERS ?= auto
 test: $(STAMP)
 	$(BIN)/python -m tests.setup_services
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup --durations=15
 
 ## Unit tests only: the pure core and the CLI, about a minute.
 test-fast: $(STAMP)

@@ -3,6 +3,13 @@
 Point them at a server with RELEASE_TEST_POSTGRES_URL (default: the local one, trust auth).
 Without a reachable server they are skipped, except when RELEASE_REQUIRE_POSTGRES=1 (CI), where
 they fail: CI must never skip a Postgres test silently.
+
+`make test` runs the suite on pytest-xdist workers. Each worker (and a plain `pytest` run) keeps
+the embedded defaults in folders of its own - RELEASE_HOME, DAGSTER_HOME and the shop's SQLite
+database - so no two workers share a file and no test writes into the checkout's `.release/`.
+Ports are always free ports and databases fresh ones, so nothing else is shared. Every test has
+a time limit (pytest-timeout, `timeout` in pyproject.toml; `slow` tests get SLOW_TEST_TIMEOUT): a
+hung test fails with its name instead of holding the run.
 """
 
 from __future__ import annotations
@@ -10,15 +17,48 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from tests.reliability import conftest as fault_matrix
 from tests.setup_services import DEFAULT_URL
 
 POSTGRES_URL = os.environ.get("RELEASE_TEST_POSTGRES_URL", DEFAULT_URL)
 REQUIRE_POSTGRES = os.environ.get("RELEASE_REQUIRE_POSTGRES") == "1" or os.environ.get("CI") == "true"
+SLOW_TEST_TIMEOUT = 900  # seconds: webserver + daemon start-up and whole releases on a loaded machine
+
+
+@pytest.fixture(scope="session", autouse=True)
+def worker_homes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """This process's own RELEASE_HOME, DAGSTER_HOME and shop database (pytest's temporary folder
+    is per xdist worker); a test's monkeypatch still overrides them."""
+    base = tmp_path_factory.mktemp("worker_homes")
+    for folder in ("release_home", "dagster_home"):
+        (base / folder).mkdir()
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("RELEASE_HOME", str(base / "release_home"))
+        env.setenv("DAGSTER_HOME", str(base / "dagster_home"))
+        env.setenv("SHOP_DB_URL", f"sqlite:///{base / 'release_home' / 'shop.db'}")
+        yield base
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """`slow` tests get the longer time limit unless they set their own."""
+    for item in items:
+        if item.get_closest_marker("slow") and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(SLOW_TEST_TIMEOUT))
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    fault_matrix.collect(report)  # from this process or, under xdist, from a worker
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """In the process that prints (xdist's main process loads no conftest below tests/)."""
+    fault_matrix.write_summary(terminalreporter)
 
 
 def _server_reachable() -> str | None:

@@ -27,7 +27,7 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 EXAMPLE_MANIFEST = ROOT / "examples" / "shop" / "release.yaml"
-SERVER_START_SECONDS = 90.0
+SERVER_START_SECONDS = 240.0  # polled: a quiet machine answers in ~15 s; a loaded one (workers, neighbours) in minutes
 STOP_SECONDS = 30.0
 PATHS = {"catalog": "/products", "orders": "/orders", "frontend": "/"}
 
