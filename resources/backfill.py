@@ -27,7 +27,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from contextvars import ContextVar
 from dataclasses import dataclass
 
@@ -111,12 +111,20 @@ def _check_bind(bind: Connection | Engine) -> None:
 @contextmanager
 def _autocommit(bind: Connection | Engine) -> Iterator[Connection]:
     """One connection for the whole backfill, each statement its own transaction: no BEGIN and
-    COMMIT round trips around a batch."""
-    if isinstance(bind, Connection):
-        yield bind
-        return
-    with bind.connect() as conn:
-        yield conn.execution_options(isolation_level="AUTOCOMMIT")
+    COMMIT round trips around a batch. On PostgreSQL its commits do not wait for the WAL flush
+    (`synchronous_commit = off`): a crash can lose the last batches, but their progress rows
+    with them (same transaction), so the resume redoes them; the setting is reset after."""
+    with nullcontext(bind) if isinstance(bind, Connection) else bind.connect() as conn:
+        if isinstance(bind, Engine):
+            conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+        if conn.dialect.name != "postgresql":
+            yield conn
+            return
+        conn.exec_driver_sql("SET synchronous_commit = off")
+        try:
+            yield conn
+        finally:
+            conn.exec_driver_sql("RESET synchronous_commit")
 
 
 def backfill(
@@ -280,9 +288,8 @@ def _pg_batch(
             " SELECT :job, release_upto, :upper, :done + (SELECT count(*) FROM changed) FROM bounds"
             " WHERE release_upto IS NOT NULL"
             " ON CONFLICT (job) DO UPDATE SET last_key = excluded.last_key,"
-            " rows_done = excluded.rows_done, updated_at = CURRENT_TIMESTAMP RETURNING 1)"
-            " SELECT (SELECT release_upto FROM bounds), (SELECT count(*) FROM changed),"
-            " (SELECT count(*) FROM saved)"
+            " rows_done = excluded.rows_done, updated_at = CURRENT_TIMESTAMP)"
+            " SELECT (SELECT release_upto FROM bounds), (SELECT count(*) FROM changed)"
         ),
         params,
     ).one()
