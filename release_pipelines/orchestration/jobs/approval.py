@@ -10,8 +10,7 @@ from pydantic import Field
 from release_pipelines.core.approvals import PHASES
 from release_pipelines.core.errors import ReleaseError
 from release_pipelines.orchestration.dagster_resources import LedgerResource
-from release_pipelines.orchestration.jobs.common import USER_TAG, product_job, tag_run
-from release_pipelines.orchestration.jobs.promote import find_release
+from release_pipelines.orchestration.jobs.common import USER_TAG, begin_step, product_job
 from release_pipelines.steps.approval import approve
 
 
@@ -30,19 +29,13 @@ def build_approval_job(product):
         context: OpExecutionContext, config: ApprovalConfig, ledger: LedgerResource
     ) -> None:
         """Record the sign-off; refused (nothing recorded) for the launcher or anyone outside the group."""
-        book = ledger.open()
         signed_in = context.run.tags.get(USER_TAG, "")
         approver = config.approver.strip() or signed_in
+        if signed_in and approver != signed_in:
+            raise Failure(description=f"approval refused: you are signed in as {signed_in} and cannot approve as {approver}")
+        step = begin_step(context, product, "approval", ledger, config.release_id)
         try:
-            if signed_in and approver != signed_in:
-                raise ReleaseError(
-                    f"approval refused: you are signed in as {signed_in} and cannot approve as {approver}"
-                )
-            release = find_release(book, product, config.release_id)
-            tag_run(context, product, release.id)
-            recorded = approve(
-                product.manifest, book, release.id, config.phase, approver, config.comment
-            )
+            recorded = approve(product.manifest, step.book, step.release.id, config.phase, approver, config.comment)
         except ReleaseError as exc:
             raise Failure(description=str(exc)) from None
         context.log.info(

@@ -1,10 +1,12 @@
-"""What every release op shares: tags, naming, the step context, and turning errors into Failures."""
+"""What every release op shares: the preamble (`begin_step`), tags, naming, the step context, and
+turning errors into Failures."""
 
 from __future__ import annotations
 
 import contextlib
 import re
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 from dagster import (
     AssetCheckEvaluation,
@@ -23,7 +25,11 @@ from release_pipelines.assets.tables import table_materialization
 from release_pipelines.core.errors import ReleaseError
 from release_pipelines.core.product import Product
 from release_pipelines.core.readiness import Readiness, RollbackReadiness
+from release_pipelines.orchestration.dagster_resources import LedgerResource, PlatformResource
 from release_pipelines.resources import settings
+from release_pipelines.resources.ledger import Ledger
+from release_pipelines.resources.ledger_schema import Release
+from release_pipelines.resources.platform import DeploymentPlatform
 from release_pipelines.resources.tracing import release_span
 from release_pipelines.steps import gates as gate_steps
 from release_pipelines.steps.context import StepContext
@@ -73,8 +79,11 @@ def step_context(context: OpExecutionContext, product: Product, ledger, release_
 
 
 def tag_run(context: OpExecutionContext, product: Product, release_id: str) -> None:
-    """Tag the run with product and release so the UI can filter and sensors can find it."""
-    context.instance.add_run_tags(context.run_id, {TAG_PRODUCT: product.name, TAG_RELEASE: release_id})
+    """Tag the run with product and release so the UI can filter and sensors can find it (a run
+    launched with these tags, as the sensors launch theirs, is left as it is)."""
+    tags = {TAG_PRODUCT: product.name, TAG_RELEASE: release_id}
+    if any(context.run.tags.get(k) != v for k, v in tags.items()):
+        context.instance.add_run_tags(context.run_id, tags)
 
 
 @contextlib.contextmanager
@@ -89,6 +98,39 @@ def failing_clearly(ctx: StepContext | None, what: str) -> Iterator[None]:
             if ctx is not None:
                 ctx.record("step:failed", step=what, error=str(exc))
             raise Failure(description=f"{what}: {exc}") from None
+
+
+def find_release(book, product: Product, release_id: str):
+    """The named release, or the product's active one; a clear error when there is none."""
+    if release_id:
+        return book.get(release_id)
+    release = book.active_release(product.name)
+    if release is None:
+        raise ReleaseError(f"{product.name} has no active release; give release_id")
+    return release
+
+
+@dataclass(frozen=True)
+class Step:
+    """What a release op works with: the ledger, the release as the op found it, the step context
+    (actor, run, log) and, when the op asked for it, the product's platform."""
+
+    book: Ledger
+    release: Release
+    ctx: StepContext
+    platform: DeploymentPlatform | None = None
+
+
+def begin_step(context: OpExecutionContext, product: Product, what: str, ledger: LedgerResource,
+               release_id: str = "", platform: PlatformResource | None = None) -> Step:
+    """The preamble of every release op: open the ledger, find the release (`release_id`, or the
+    product's active one; none fails the op naming `what`), tag the run, build the step context."""
+    book = ledger.open()
+    with failing_clearly(None, what):
+        release = find_release(book, product, release_id)
+    tag_run(context, product, release.id)
+    return Step(book, release, step_context(context, product, book, release.id),
+                platform.for_product(product) if platform is not None else None)
 
 
 def service_materialization(product: Product, service: str, status, release_id: str, note: str) -> AssetMaterialization:

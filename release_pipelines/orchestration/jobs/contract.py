@@ -17,16 +17,14 @@ from release_pipelines.core.product import Product
 from release_pipelines.core.states import ReleaseState
 from release_pipelines.orchestration.dagster_resources import LedgerResource, PlatformResource
 from release_pipelines.orchestration.jobs.common import (
+    begin_step,
     failing_clearly,
     gate_evaluations,
     migration_materializations,
     product_job,
     readiness_observation,
     release_log,
-    step_context,
-    tag_run,
 )
-from release_pipelines.orchestration.jobs.promote import find_release
 from release_pipelines.steps import migrate as migrate_steps
 from release_pipelines.steps.approval import missing_approvals
 
@@ -60,12 +58,8 @@ def build_contract_job(product: Product) -> JobDefinition:
         platform: PlatformResource,
     ):
         """Run the contract revisions of the release's databases, then the data gates."""
-        book = ledger.open()
-        with failing_clearly(None, "contract"):
-            release = find_release(book, product, config.release_id)
-        tag_run(context, product, release.id)
-        ctx = step_context(context, product, book, release.id)
-        services = platform.for_product(product)
+        step = begin_step(context, product, "contract", ledger, config.release_id, platform)
+        book, release, ctx, services = step.book, step.release, step.ctx, step.platform
         with failing_clearly(ctx, "contract"):
             if release.state == ReleaseState.CONTRACTING:
                 # Past the point of no return a run was killed or failed: the only way is forward.

@@ -4,6 +4,8 @@ Launched by the canary sensor on a passing verdict (or by hand). It re-reads the
 platform every time, so launching it twice for the same step is refused rather than applied twice.
 """
 
+from collections.abc import Iterator
+from typing import Any
 
 from dagster import Config, JobDefinition, OpExecutionContext, in_process_executor, op
 from pydantic import Field
@@ -20,13 +22,15 @@ from release_pipelines.orchestration.dagster_resources import (
     PlatformResource,
 )
 from release_pipelines.orchestration.jobs.common import (
+    Step,
+    begin_step,
     failing_clearly,
     product_job,
     readiness_observation,
     service_materialization,
-    step_context,
-    tag_run,
 )
+from release_pipelines.resources.flags import FlagStore
+from release_pipelines.resources.ledger_schema import Release
 from release_pipelines.steps.approval import missing_approvals
 from release_pipelines.steps.complete import finish_release
 from release_pipelines.steps.deploy import apply_promote
@@ -41,24 +45,55 @@ class PromoteConfig(Config):
     )
 
 
-def find_release(book, product: Product, release_id: str):
-    """The named release, or the product's active one; a clear error when there is none."""
-    if release_id:
-        return book.get(release_id)
-    release = book.active_release(product.name)
-    if release is None:
-        raise ReleaseError(f"{product.name} has no active release; give release_id")
-    return release
+def resuming_promotion(release: Release, expected_step: int) -> bool:
+    """Whether a run killed while promoting left the release in `promoting` (re-running finishes
+    it); refuses a release that is not in canary, or not at the step the caller expects."""
+    if release.state == ReleaseState.PROMOTING:
+        return True
+    if release.state != ReleaseState.CANARY:
+        raise ReleaseError(f"release {release.id} is {release.state.value}; only a release in canary can be promoted")
+    if expected_step >= 0 and release.canary_step != expected_step:
+        raise ReleaseError(f"release {release.id} is at step {release.canary_step}, not {expected_step}: "
+                           "this promotion was already applied")
+    return False
+
+
+def next_traffic_step(step: Step, product: Product, canaries: list[str], next_step: int) -> Iterator[Any]:
+    """The canaries' next share of traffic, once the promote approvals for it are in."""
+    book, release, ctx, services = step.book, step.release, step.ctx, step.platform
+    weights = weights_for_step(product.manifest, canaries, next_step)
+    waiting = missing_approvals(product.manifest, book, release, ApprovalPhase.promote, max(weights.values(), default=0))
+    if waiting:
+        raise ReleaseError(waiting)
+    apply_weights(ctx, services, weights, next_step)
+    book.transition(release.id, ReleaseState.CANARY, ctx.actor, run_id=ctx.run_id, canary_step=next_step,
+                    payload={"weights": weights})
+    for service in canaries:
+        yield service_materialization(product, service, services.status(service), release.id,
+                                      f"canary at {weights[service]}%")
+    yield readiness_observation(product, book, release.id, f"canary step {next_step}")
+
+
+def promote_canaries(step: Step, product: Product, canaries: list[str], resuming: bool, store: FlagStore) -> Iterator[Any]:
+    """At 100 %: canaries become stable in dependency order, promoted flags turn on, the release bakes."""
+    book, release, ctx = step.book, step.release, step.ctx
+    if resuming:
+        ctx.log(f"release {release.id} stopped while promoting; finishing: {', '.join(canaries) or 'flags and bake'}")
+    else:
+        book.transition(release.id, ReleaseState.PROMOTING, ctx.actor, run_id=ctx.run_id)
+    every = [s.name for s in product.manifest.services]
+    order = [name for wave in waves(dependency_edges(product.manifest), every) for name in wave if name in canaries]
+    for service in order:
+        status = apply_promote(ctx, step.platform, service, release.versions[service])
+        yield service_materialization(product, service, status, release.id,
+                                      f"{release.versions[service]} promoted to stable")
+    set_flags(ctx, store, flags_for(product.manifest, set(release.versions), FlagStep.promoted), True)
+    baking = book.transition(release.id, ReleaseState.BAKING, ctx.actor, run_id=ctx.run_id)
+    finish_release(ctx, book, baking, store)
+    yield readiness_observation(product, book, release.id, "promoted")
 
 
 def build_promote_job(product: Product) -> JobDefinition:
-    manifest = product.manifest
-    order = [
-        name
-        for wave in waves(dependency_edges(manifest), [s.name for s in manifest.services])
-        for name in wave
-    ]
-
     @op(name="promote_step", out={}, tags={"kind": "traffic"})
     def promote_step(
         context: OpExecutionContext,
@@ -68,90 +103,21 @@ def build_promote_job(product: Product) -> JobDefinition:
         flags: FlagsResource,
     ):
         """Next traffic step; at the last one, promote canaries in dependency order and turn flags on."""
-        book = ledger.open()
-        with failing_clearly(None, "promote"):
-            release = find_release(book, product, config.release_id)
-        tag_run(context, product, release.id)
-        ctx = step_context(context, product, book, release.id)
-        services = platform.for_product(product)
-        with failing_clearly(ctx, "promote"):
+        step = begin_step(context, product, "promote", ledger, config.release_id, platform)
+        release = step.release
+        with failing_clearly(step.ctx, "promote"):
             store = flags.for_product(product)
             if release.state == ReleaseState.BAKING:
-                finish_release(ctx, book, release, store)
-                yield readiness_observation(product, book, release.id, "baked")
+                finish_release(step.ctx, step.book, release, store)
+                yield readiness_observation(product, step.book, release.id, "baked")
                 return
-            # A run killed while promoting left the release in `promoting`: re-running finishes it.
-            resuming = release.state == ReleaseState.PROMOTING
-            if release.state != ReleaseState.CANARY and not resuming:
-                raise ReleaseError(
-                    f"release {release.id} is {release.state.value}; only a release in canary can be promoted"
-                )
-            if (
-                not resuming
-                and config.expected_step >= 0
-                and release.canary_step != config.expected_step
-            ):
-                raise ReleaseError(
-                    f"release {release.id} is at step {release.canary_step}, not {config.expected_step}: "
-                    "this promotion was already applied"
-                )
-            canaries = [
-                s
-                for s in release.versions
-                if services.status(s).canary_version == release.versions[s]
-            ]
+            resuming = resuming_promotion(release, config.expected_step)
+            canaries = [s for s in release.versions if step.platform.status(s).canary_version == release.versions[s]]
             next_step = (release.canary_step or 0) + 1
-            if not resuming and next_step < step_count(manifest, canaries):
-                weights = weights_for_step(manifest, canaries, next_step)
-                waiting = missing_approvals(
-                    manifest, book, release, ApprovalPhase.promote, max(weights.values(), default=0)
-                )
-                if waiting:
-                    raise ReleaseError(waiting)
-                apply_weights(ctx, services, weights, next_step)
-                book.transition(
-                    release.id,
-                    ReleaseState.CANARY,
-                    ctx.actor,
-                    run_id=context.run_id,
-                    canary_step=next_step,
-                    payload={"weights": weights},
-                )
-                for service in canaries:
-                    yield service_materialization(
-                        product,
-                        service,
-                        services.status(service),
-                        release.id,
-                        f"canary at {weights[service]}%",
-                    )
-                yield readiness_observation(product, book, release.id, f"canary step {next_step}")
-                return
-            if resuming:
-                ctx.log(
-                    f"release {release.id} stopped while promoting; finishing: {', '.join(canaries) or 'flags and bake'}"
-                )
+            if not resuming and next_step < step_count(product.manifest, canaries):
+                yield from next_traffic_step(step, product, canaries, next_step)
             else:
-                book.transition(
-                    release.id, ReleaseState.PROMOTING, ctx.actor, run_id=context.run_id
-                )
-            for service in [s for s in order if s in canaries]:
-                status = apply_promote(ctx, services, service, release.versions[service])
-                yield service_materialization(
-                    product,
-                    service,
-                    status,
-                    release.id,
-                    f"{release.versions[service]} promoted to stable",
-                )
-            set_flags(
-                ctx, store, flags_for(manifest, set(release.versions), FlagStep.promoted), True
-            )
-            release = book.transition(
-                release.id, ReleaseState.BAKING, ctx.actor, run_id=context.run_id
-            )
-            finish_release(ctx, book, release, store)
-            yield readiness_observation(product, book, release.id, "promoted")
+                yield from promote_canaries(step, product, canaries, resuming, store)
 
     return product_job(
         product,

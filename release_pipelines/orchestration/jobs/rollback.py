@@ -29,16 +29,13 @@ from release_pipelines.orchestration.dagster_resources import (
     PlatformResource,
 )
 from release_pipelines.orchestration.jobs.common import (
+    begin_step,
     failing_clearly,
     op_name,
     product_job,
     readiness_observation,
-    release_log,
     service_materialization,
-    step_context,
-    tag_run,
 )
-from release_pipelines.orchestration.jobs.promote import find_release
 from release_pipelines.steps import blue_green as blue_green_steps
 from release_pipelines.steps import migrate as migrate_steps
 from release_pipelines.steps.deploy import compensate_deploy
@@ -56,17 +53,14 @@ def _start_op(product: Product) -> OpDefinition:
     @op(name="rollback_start", out=Out(str), tags={"kind": "rollback"})
     def rollback_start(context: OpExecutionContext, config: RollbackConfig, ledger: LedgerResource, flags: FlagsResource) -> str:
         """Enter rolling_back and turn the release's flags off before any traffic moves."""
-        book = ledger.open()
-        if not config.release_id and book.active_release(product.name) is None:
+        if not config.release_id and ledger.open().active_release(product.name) is None:
             context.log.info(f"{product.name} has no active release: nothing to roll back")
             return NOTHING_TO_DO
-        with failing_clearly(None, "rollback"):
-            release = find_release(book, product, config.release_id)
-        tag_run(context, product, release.id)
+        step = begin_step(context, product, "rollback", ledger, config.release_id)
+        book, release, ctx = step.book, step.release, step.ctx
         if release.state == ReleaseState.ROLLED_BACK:
-            release_log(context, release.id)("already rolled back")
+            ctx.log("already rolled back")
             return NOTHING_TO_DO
-        ctx = step_context(context, product, book, release.id)
         contracted = any(e.kind == "state:contracting" for e in book.events(release.id))
         if contracted or not can_roll_back(release.state):
             reason = (f"release {release.id} is past the point of no return (contract migrations ran): "
@@ -74,7 +68,7 @@ def _start_op(product: Product) -> OpDefinition:
             if release.state == ReleaseState.CONTRACTING:
                 # left in contracting so that re-running the contract job can finish it (FAILED has no way out)
                 raise Failure(description=f"{reason}; re-run {product.name}_contract to finish its contract migrations first")
-            if release.state != ReleaseState.FAILED and not release.state.value == "completed":
+            if release.state not in (ReleaseState.FAILED, ReleaseState.COMPLETED):
                 book.transition(release.id, ReleaseState.FAILED, ctx.actor, run_id=context.run_id,
                                 payload={"reason": reason, "rollback_requested": config.reason})
             raise Failure(description=reason)
@@ -95,16 +89,15 @@ def _revert_service_op(product: Product, service: str, after: list[str]) -> OpDe
         """All traffic back to the previous version; the canary (or promoted version) stopped."""
         if release_id == NOTHING_TO_DO:
             return
-        book = ledger.open()
-        release = book.get(release_id)
+        step = begin_step(context, product, f"revert {service}", ledger, release_id, platform)
+        release = step.release
         if service not in release.versions:
             return
-        ctx = step_context(context, product, book, release_id)
-        with failing_clearly(ctx, f"revert {service}"):
+        with failing_clearly(step.ctx, f"revert {service}"):
             revert_step = blue_green_steps.compensate if blue_green_steps.is_blue_green(product.manifest, service) \
                 else compensate_deploy  # blue-green: one switch back to the warm version
-            status = revert_step(ctx, platform.for_product(product), service, release.versions[service],
-                                       release.previous.get(service))
+            status = revert_step(step.ctx, step.platform, service, release.versions[service],
+                                 release.previous.get(service))
         yield service_materialization(product, service, status, release_id, "rolled back")
 
     return revert
@@ -118,10 +111,9 @@ def _revert_database_op(product: Product, database: str, after: list[str]) -> Op
         """Undo this release's expand migrations as the manifest's rollback strategy says."""
         if release_id == NOTHING_TO_DO:
             return
-        book = ledger.open()
-        ctx = step_context(context, product, book, release_id)
-        with failing_clearly(ctx, f"revert {database}"):
-            migrate_steps.compensate(ctx, database)
+        step = begin_step(context, product, f"revert {database}", ledger, release_id)
+        with failing_clearly(step.ctx, f"revert {database}"):
+            migrate_steps.compensate(step.ctx, database)
 
     return revert_database
 
@@ -135,10 +127,8 @@ def _finish_op(product: Product, after: list[str]) -> OpDefinition:
         if release_id == NOTHING_TO_DO:
             yield Output(None)
             return
-        book = ledger.open()
-        release = book.get(release_id)
-        ctx = step_context(context, product, book, release_id)
-        services = platform.for_product(product)
+        step = begin_step(context, product, "rollback check", ledger, release_id, platform)
+        book, release, ctx, services = step.book, step.release, step.ctx, step.platform
         leftovers = [
             f"{s} still runs {status.canary_version} as canary"
             for s in release.versions
