@@ -33,7 +33,7 @@ from release_pipelines.resources.migration_safety import ALEMBIC_LOCK, Migration
 from release_pipelines.resources.migrations import RevisionInfo, load_revisions, script_directory
 from release_pipelines.resources.shadow_lint import shadow_lint
 
-from release_pipelines.core.linter import Finding, RevisionSQL, lint_revisions
+from release_pipelines.core.linter import RULES, Finding, RevisionSQL, lint_revisions
 
 OFFLINE_URL = "postgresql+psycopg2://"
 NOT_LINTED = "not-linted"
@@ -151,6 +151,23 @@ def offline_failure(exc: BaseException, info: RevisionInfo) -> str:
     return f"upgrade() cannot run offline{where}: {type(exc).__name__}: {detail}".rstrip(": ")
 
 
+def shadow_failure(info: RevisionInfo, reason: str) -> Finding:
+    """A revision that renders but fails when applied: a fact worth blocking on."""
+    rule = RULES["shadow-failure"]
+    accepted = info.lint_suppress.get(rule.name)
+    return Finding(
+        info.revision,
+        rule.name,
+        rule.severity,
+        reason,
+        rule.recipe,
+        "",
+        0,
+        accepted is not None,
+        accepted,
+    )
+
+
 def select_revisions(
     infos: list[RevisionInfo], revisions: Iterable[str] | None, where: object
 ) -> list[RevisionInfo]:
@@ -199,6 +216,7 @@ def lint_script(
         RevisionSQL(r.revision, r.sql or "", r.phase, r.lint_suppress) for r in static_ok
     )
     linted_by = {r.revision: "static" for r in static_ok}
+    by_id = {i.revision: i for i in selected}
     reasons = {r.revision: r.error for r in rendered.values() if not r.renderable}
     observations: list[Any] = []
     need_shadow = [i for i in selected if i.revision in reasons or shadow_all]
@@ -219,6 +237,8 @@ def lint_script(
         for revision, reason in outcome.failures.items():
             if revision in reasons:
                 reasons[revision] = f"{reasons[revision]}; shadow database: {reason}"
+            elif revision in linted_by:
+                findings.append(shadow_failure(by_id[revision], reason))
     elif reasons:
         reasons = {
             rev: f"{reason}; it needs a live database: lint it with --shadow auto (or --shadow URL)"

@@ -235,11 +235,16 @@ class _AutocommitWatch(threading.Thread):
         return self.seen
 
 
-def _apply(project: AlembicProject, scripts, connection: Connection, revision: str) -> None:
-    """Upgrade the shadow database to one revision in an Alembic environment of our own."""
+def _apply(
+    project: AlembicProject, scripts, connection: Connection, revision: str, stamp: bool = False
+) -> None:
+    """Upgrade the shadow database to one revision (or only record it as applied: `stamp`) in an
+    Alembic environment of our own."""
     config = make_config(project)
 
     def steps(rev, context):
+        if stamp:
+            return scripts._stamp_revs(revision, rev)
         return scripts._upgrade_revs(revision, rev)
 
     with (
@@ -343,8 +348,9 @@ def shadow_lint(
     return outcome
 
 
-def _run(project, scripts, conn, observer, infos, watched, outcome) -> str | None:
-    """Apply revisions in order; the first failure's revision, or None."""
+def _run(project, scripts, conn, observer, infos, watched, outcome) -> None:
+    """Apply revisions in order. One that fails is reported with its error and stamped (marked
+    applied without running), so the revisions after it are still linted."""
     for info in infos:
         observer.start_revision(conn, info.revision if info.revision in watched else None)
         try:
@@ -355,12 +361,12 @@ def _run(project, scripts, conn, observer, infos, watched, outcome) -> str | Non
             outcome.failures[info.revision] = (
                 f"failed in the shadow database: {failure_summary(exc, project)}"
             )
-            return info.revision
+            _apply(project, scripts, conn, info.revision, stamp=True)
+            continue
         finally:
             observer.revision = None
         if info.revision in watched:
             outcome.linted.append(info.revision)
-    return None
 
 
 def _ancestors(by_id: dict[str, RevisionInfo], revision: str | None) -> set[str]:

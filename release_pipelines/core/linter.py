@@ -239,6 +239,12 @@ RULES: dict[str, Rule] = {
             "wait for the lock, not how long it holds it",
         ),
         Rule(
+            "shadow-failure",
+            ERROR,
+            "the revision failed when applied to a copy of the schema: it would fail the release "
+            "the same way; fix it (the message names the line)",
+        ),
+        Rule(
             "not-linted",
             ERROR,
             "lint it in a shadow database (--shadow auto), or accept it with "

@@ -145,6 +145,7 @@ def test_every_catalogue_rule_has_cases_except_meta_rules() -> None:
         "missing-phase",
         "unparseable-sql",
         "not-linted",
+        "shadow-failure",
         "observed-lock",
         "observed-table-rewrite",
     }
