@@ -61,15 +61,14 @@ def build_canary_sensor(product: Product, promote_job: JobDefinition, rollback_j
         default_status=DefaultSensorStatus.RUNNING,
         description=f"Judge {product.name} canaries against stable each tick; promote or roll back.",
     )
-    def canary_sensor(
-        context: SensorEvaluationContext, ledger: LedgerResource, platform: PlatformResource, metrics: MetricsResource
-    ):
-        book = ledger.open()
-        services = platform.for_product(product)
+    def canary_sensor(context: SensorEvaluationContext, release_ledger: LedgerResource,
+                      release_platform: PlatformResource, release_metrics: MetricsResource):
+        book = release_ledger.open()
+        services = release_platform.for_product(product)
         expire_standbys(services, log=context.log.info)
         release = book.active_release(product.name)
         now = datetime.now(UTC)
-        reads = read_tick(product, release, services, metrics.provider(services), book, now)
+        reads = read_tick(product, release, services, release_metrics.provider(services), book, now)
         plan = plan_tick(product, release, context.cursor, reads, now)
         return act(context, book, release, plan)
 

@@ -54,9 +54,11 @@ class MetricsResource(ConfigurableResource):
 
 
 def default_resources() -> dict[str, ConfigurableResource]:
+    """Our resources under `release_*` keys, so they never collide with a project's own `ledger`
+    or `metrics` when the definitions are merged into it."""
     return {
-        "ledger": LedgerResource(),
-        "platform": PlatformResource(),
-        "flags": FlagsResource(),
-        "metrics": MetricsResource(prometheus_url=settings.prometheus_url()),
+        "release_ledger": LedgerResource(),
+        "release_platform": PlatformResource(),
+        "release_flags": FlagsResource(),
+        "release_metrics": MetricsResource(prometheus_url=settings.prometheus_url()),
     }

@@ -102,9 +102,9 @@ def build_release_window_schedule(product: Product, release_job: JobDefinition):
         description=f"Launch queued {product.name} release requests while the release window is open "
         f"({windows.timezone}); one at a time, oldest first.",
     )
-    def release_window(context: ScheduleEvaluationContext, ledger: LedgerResource):
+    def release_window(context: ScheduleEvaluationContext, release_ledger: LedgerResource):
         at = context.scheduled_execution_time or datetime.now(UTC)
-        return window_tick(ledger.open(), context.instance, product, at)
+        return window_tick(release_ledger.open(), context.instance, product, at)
 
     return release_window
 
@@ -162,9 +162,9 @@ def build_records_sensor(product: Product):
         description=f"Materialize releases/{product.name} (release notes) and metrics/{product.name} when a "
         "release finishes; post state changes to RELEASE_WEBHOOK_URL.",
     )
-    def release_records(context: SensorEvaluationContext, ledger: LedgerResource):
+    def release_records(context: SensorEvaluationContext, release_ledger: LedgerResource):
         cursor = json.loads(context.cursor) if context.cursor else {}
-        events, cursor = records_tick(ledger.open(), product, cursor, datetime.now(UTC), WebhookNotifier.from_env())
+        events, cursor = records_tick(release_ledger.open(), product, cursor, datetime.now(UTC), WebhookNotifier.from_env())
         context.update_cursor(json.dumps(cursor))
         if not events:
             return SkipReason(f"no {product.name} release finished since the last tick")

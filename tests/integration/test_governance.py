@@ -96,9 +96,9 @@ def _cli(*args: str) -> SimpleNamespace:
 
 def _resources(env: SimpleNamespace) -> dict:
     return {
-        "ledger": LedgerResource(url=env.url),
-        "platform": PlatformResource(state_root=str(env.path / "platform")),
-        "flags": FlagsResource(root=str(env.path / "flags")),
+        "release_ledger": LedgerResource(url=env.url),
+        "release_platform": PlatformResource(state_root=str(env.path / "platform")),
+        "release_flags": FlagsResource(root=str(env.path / "flags")),
     }
 
 
@@ -144,17 +144,17 @@ def test_approval_job_uses_the_signed_in_user_and_refuses_the_launcher(env: Simp
     job = build_approval_job(env.product)
     instance = DagsterInstance.ephemeral()
     config = {"ops": {"approve": {"config": {"release_id": rid, "phase": "promote"}}}}
-    refused = job.execute_in_process(run_config=config, resources={"ledger": LedgerResource(url=env.url)},
+    refused = job.execute_in_process(run_config=config, resources={"release_ledger": LedgerResource(url=env.url)},
                                      tags={"dagster/user": "alice"}, instance=instance, raise_on_error=False)
     assert not refused.success
     assert "alice launched release" in _failure(refused)
     impostor = {"ops": {"approve": {"config": {"release_id": rid, "phase": "promote", "approver": "bob"}}}}
-    refused = job.execute_in_process(run_config=impostor, resources={"ledger": LedgerResource(url=env.url)},
+    refused = job.execute_in_process(run_config=impostor, resources={"release_ledger": LedgerResource(url=env.url)},
                                      tags={"dagster/user": "mallory"}, instance=instance, raise_on_error=False)
     assert not refused.success
     assert env.book.approvals(rid) == []
 
-    done = job.execute_in_process(run_config=config, resources={"ledger": LedgerResource(url=env.url)},
+    done = job.execute_in_process(run_config=config, resources={"release_ledger": LedgerResource(url=env.url)},
                                   tags={"dagster/user": "carol"}, instance=instance)
     assert done.success
     assert [a.approver for a in env.book.approvals(rid, "promote")] == ["carol"]

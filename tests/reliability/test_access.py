@@ -147,12 +147,12 @@ def test_the_launcher_can_never_approve_their_own_release(env: Env, phase: str) 
     config = {"ops": {"approve": {"config": {"release_id": rel.id, "phase": phase}}}}
     for user, approver in (("carol", ""), ("carol", "bob"), ("mallory", "bob")):
         config["ops"]["approve"]["config"]["approver"] = approver
-        result = job.execute_in_process(run_config=config, resources={"ledger": LedgerResource()},
+        result = job.execute_in_process(run_config=config, resources={"release_ledger": LedgerResource()},
                                         tags={"dagster/user": user}, instance=env.instance, raise_on_error=False)
         assert not result.success, (user, approver)
     assert env.book.approvals(rel.id) == []
     assert not [e for e in env.book.events(rel.id) if e.kind.startswith("approval:")]
     config["ops"]["approve"]["config"]["approver"] = ""
-    ok = job.execute_in_process(run_config=config, resources={"ledger": LedgerResource()},
+    ok = job.execute_in_process(run_config=config, resources={"release_ledger": LedgerResource()},
                                 tags={"dagster/user": "bob"}, instance=env.instance)
     assert ok.success and [a.approver for a in env.book.approvals(rel.id, phase)] == ["bob"]

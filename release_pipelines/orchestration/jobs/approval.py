@@ -26,14 +26,14 @@ def build_approval_job(product):
 
     @op(name="approve", tags={"kind": "approval"})
     def approve_op(
-        context: OpExecutionContext, config: ApprovalConfig, ledger: LedgerResource
+        context: OpExecutionContext, config: ApprovalConfig, release_ledger: LedgerResource
     ) -> None:
         """Record the sign-off; refused (nothing recorded) for the launcher or anyone outside the group."""
         signed_in = context.run.tags.get(USER_TAG, "")
         approver = config.approver.strip() or signed_in
         if signed_in and approver != signed_in:
             raise Failure(description=f"approval refused: you are signed in as {signed_in} and cannot approve as {approver}")
-        step = begin_step(context, product, "approval", ledger, config.release_id)
+        step = begin_step(context, product, "approval", release_ledger, config.release_id)
         try:
             recorded = approve(product.manifest, step.book, step.release.id, config.phase, approver, config.comment)
         except ReleaseError as exc:

@@ -54,11 +54,11 @@ def build_contract_job(product: Product) -> JobDefinition:
     def contract_migrations(
         context: OpExecutionContext,
         config: ContractConfig,
-        ledger: LedgerResource,
-        platform: PlatformResource,
+        release_ledger: LedgerResource,
+        release_platform: PlatformResource,
     ):
         """Run the contract revisions of the release's databases, then the data gates."""
-        step = begin_step(context, product, "contract", ledger, config.release_id, platform)
+        step = begin_step(context, product, "contract", release_ledger, config.release_id, release_platform)
         book, release, ctx, services = step.book, step.release, step.ctx, step.platform
         with failing_clearly(ctx, "contract"):
             if release.state == ReleaseState.CONTRACTING:

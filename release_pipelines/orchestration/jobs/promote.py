@@ -98,15 +98,15 @@ def build_promote_job(product: Product) -> JobDefinition:
     def promote_step(
         context: OpExecutionContext,
         config: PromoteConfig,
-        ledger: LedgerResource,
-        platform: PlatformResource,
-        flags: FlagsResource,
+        release_ledger: LedgerResource,
+        release_platform: PlatformResource,
+        release_flags: FlagsResource,
     ):
         """Next traffic step; at the last one, promote canaries in dependency order and turn flags on."""
-        step = begin_step(context, product, "promote", ledger, config.release_id, platform)
+        step = begin_step(context, product, "promote", release_ledger, config.release_id, release_platform)
         release = step.release
         with failing_clearly(step.ctx, "promote"):
-            store = flags.for_product(product)
+            store = release_flags.for_product(product)
             if release.state == ReleaseState.BAKING:
                 finish_release(step.ctx, step.book, release, store)
                 yield readiness_observation(product, step.book, release.id, "baked")

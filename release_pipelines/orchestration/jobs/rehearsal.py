@@ -147,14 +147,14 @@ def build_rehearsal_job(product: Product) -> JobDefinition:
     def rehearse_rollback(
         context: OpExecutionContext,
         config: RehearsalConfig,
-        ledger: LedgerResource,
-        platform: PlatformResource,
+        release_ledger: LedgerResource,
+        release_platform: PlatformResource,
     ) -> None:
         """Previous version at 0 %: deploy, health-check, abort; the timings go to the ledger."""
         try:
             result = rehearse(
-                platform.for_product(product),
-                ledger.open(),
+                release_platform.for_product(product),
+                release_ledger.open(),
                 product,
                 config.service,
                 config.version,

@@ -72,13 +72,13 @@ def _preflight_op(product: Product) -> OpDefinition:
     def preflight(
         context: OpExecutionContext,
         config: ReleaseConfig,
-        ledger: LedgerResource,
-        platform: PlatformResource,
-        flags: FlagsResource,
+        release_ledger: LedgerResource,
+        release_platform: PlatformResource,
+        release_flags: FlagsResource,
     ) -> str:
         """Plan and check the release; only a release that passes every check is recorded as started."""
-        book = ledger.open()
-        services = platform.for_product(product)
+        book = release_ledger.open()
+        services = release_platform.for_product(product)
         current = {
             s.name: status.stable_version
             for s in product.manifest.services
@@ -107,7 +107,7 @@ def _preflight_op(product: Product) -> OpDefinition:
         tag_run(context, product, release.id)
         plan_summary = [[step.label for step in wave] for wave in plan.waves]
         book.transition(release.id, ReleaseState.PREFLIGHT, actor, run_id=context.run_id, payload={"plan": plan_summary})
-        flags.for_product(product).ensure(product.manifest.flags)
+        release_flags.for_product(product).ensure(product.manifest.flags)
         book.transition(release.id, ReleaseState.EXPANDING, actor, run_id=context.run_id)
         release_log(context, release.id)("plan: " + " | ".join(", ".join(w) for w in plan_summary))
         return release.id
@@ -117,9 +117,9 @@ def _preflight_op(product: Product) -> OpDefinition:
 
 def _migrate_op(product: Product, database: str) -> OpDefinition:
     @op(name=op_name("migrate", database), ins={"release_id": In(str)}, out=Out(dict), tags={"kind": "migrate"})
-    def migrate(context: OpExecutionContext, release_id: str, ledger: LedgerResource):
+    def migrate(context: OpExecutionContext, release_id: str, release_ledger: LedgerResource):
         """Run the pending EXPAND revisions of this database (contract ones wait for the contract job)."""
-        book = ledger.open()
+        book = release_ledger.open()
         release = book.get(release_id)
         ctx = step_context(context, product, book, release_id)
         if not migrate_steps.needed(product, release.versions, database):
@@ -142,9 +142,9 @@ def _gate_op(product: Product, database: str) -> OpDefinition:
         out=Out(Nothing),
         tags={"kind": "gate"},
     )
-    def gate(context: OpExecutionContext, release_id: str, migration: dict, ledger: LedgerResource):
+    def gate(context: OpExecutionContext, release_id: str, migration: dict, release_ledger: LedgerResource):
         """Data-integrity gates on the tables; a failing blocking gate stops the release here."""
-        book = ledger.open()
+        book = release_ledger.open()
         ctx = step_context(context, product, book, release_id)
         if migration.get("skipped"):
             ctx.log(f"{database}: not part of this release")
@@ -159,9 +159,10 @@ def _deploy_op(product: Product, service: str, upstream: list[str]) -> OpDefinit
     ins = {"release_id": In(str)} | {f"after_{u}": In(Nothing) for u in upstream}
 
     @op(name=op_name("deploy", service), ins=ins, out=Out(Nothing), tags={"kind": "deploy"})
-    def deploy(context: OpExecutionContext, release_id: str, ledger: LedgerResource, platform: PlatformResource):
+    def deploy(context: OpExecutionContext, release_id: str, release_ledger: LedgerResource,
+               release_platform: PlatformResource):
         """Start the new version beside stable at 0 % traffic and wait until it is healthy."""
-        book = ledger.open()
+        book = release_ledger.open()
         release = book.get(release_id)
         if service not in release.versions:
             release_log(context, release_id)(f"{service}: unchanged in this release")
@@ -169,7 +170,7 @@ def _deploy_op(product: Product, service: str, upstream: list[str]) -> OpDefinit
         ctx = step_context(context, product, book, release_id)
         change = ServiceChange(service, release.versions[service], release.previous.get(service))
         with failing_clearly(ctx, f"deploy {service} {change.to_version}"):
-            status = apply_deploy(ctx, platform.for_product(product), change)
+            status = apply_deploy(ctx, release_platform.for_product(product), change)
         yield service_materialization(product, service, status, release_id, f"canary {change.to_version} deployed")
 
     return deploy
@@ -179,14 +180,14 @@ def _first_step_op(product: Product, upstream: list[str]) -> OpDefinition:
     ins = {"release_id": In(str)} | {f"after_{u}": In(Nothing) for u in upstream}
 
     @op(name="start_canary", ins=ins, out=Out(str), tags={"kind": "traffic"})
-    def start_canary(context: OpExecutionContext, release_id: str, ledger: LedgerResource, platform: PlatformResource,
-                     flags: FlagsResource):
+    def start_canary(context: OpExecutionContext, release_id: str, release_ledger: LedgerResource,
+                     release_platform: PlatformResource, release_flags: FlagsResource):
         """First traffic step: each canary gets its first share; the canary sensor takes it from here.
         Blue-green services (steps/blue_green.py) are gated and switched at once instead."""
-        book = ledger.open()
+        book = release_ledger.open()
         release = book.get(release_id)
         ctx = step_context(context, product, book, release_id)
-        services = platform.for_product(product)
+        services = release_platform.for_product(product)
         with failing_clearly(ctx, "blue-green switch"):
             switched = blue_green_steps.apply(ctx, services, release)
         for service in switched:
@@ -204,7 +205,7 @@ def _first_step_op(product: Product, upstream: list[str]) -> OpDefinition:
         if not canaries:  # only first installs (or blue-green switches): nothing to judge
             book.transition(release_id, ReleaseState.PROMOTING, ctx.actor, run_id=context.run_id)
             if switched:  # promoted at once: flags on, bake (rollback = switch back), then complete
-                blue_green_steps.finish_switched(ctx, book, flags.for_product(product), release)
+                blue_green_steps.finish_switched(ctx, book, release_flags.for_product(product), release)
             else:
                 book.transition(release_id, ReleaseState.COMPLETED, ctx.actor, run_id=context.run_id,
                                 payload={"reason": "first install: no previous version to compare against"})

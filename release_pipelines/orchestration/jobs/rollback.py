@@ -51,12 +51,13 @@ class RollbackConfig(Config):
 
 def _start_op(product: Product) -> OpDefinition:
     @op(name="rollback_start", out=Out(str), tags={"kind": "rollback"})
-    def rollback_start(context: OpExecutionContext, config: RollbackConfig, ledger: LedgerResource, flags: FlagsResource) -> str:
+    def rollback_start(context: OpExecutionContext, config: RollbackConfig, release_ledger: LedgerResource,
+                       release_flags: FlagsResource) -> str:
         """Enter rolling_back and turn the release's flags off before any traffic moves."""
-        if not config.release_id and ledger.open().active_release(product.name) is None:
+        if not config.release_id and release_ledger.open().active_release(product.name) is None:
             context.log.info(f"{product.name} has no active release: nothing to roll back")
             return NOTHING_TO_DO
-        step = begin_step(context, product, "rollback", ledger, config.release_id)
+        step = begin_step(context, product, "rollback", release_ledger, config.release_id)
         book, release, ctx = step.book, step.release, step.ctx
         if release.state == ReleaseState.ROLLED_BACK:
             ctx.log("already rolled back")
@@ -75,7 +76,7 @@ def _start_op(product: Product) -> OpDefinition:
         book.transition(release.id, ReleaseState.ROLLING_BACK, ctx.actor, run_id=context.run_id,
                         payload={"reason": config.reason})
         flag_names = [f.name for f in product.manifest.flags if set(f.services) & set(release.versions)]
-        set_flags(ctx, flags.for_product(product), flag_names, False)
+        set_flags(ctx, release_flags.for_product(product), flag_names, False)
         return release.id
 
     return rollback_start
@@ -85,11 +86,12 @@ def _revert_service_op(product: Product, service: str, after: list[str]) -> OpDe
     ins = {"release_id": In(str)} | {f"after_{a}": In(Nothing) for a in after}
 
     @op(name=op_name("revert", service), ins=ins, out=Out(Nothing), tags={"kind": "rollback"})
-    def revert(context: OpExecutionContext, release_id: str, ledger: LedgerResource, platform: PlatformResource):
+    def revert(context: OpExecutionContext, release_id: str, release_ledger: LedgerResource,
+               release_platform: PlatformResource):
         """All traffic back to the previous version; the canary (or promoted version) stopped."""
         if release_id == NOTHING_TO_DO:
             return
-        step = begin_step(context, product, f"revert {service}", ledger, release_id, platform)
+        step = begin_step(context, product, f"revert {service}", release_ledger, release_id, release_platform)
         release = step.release
         if service not in release.versions:
             return
@@ -107,11 +109,11 @@ def _revert_database_op(product: Product, database: str, after: list[str]) -> Op
     ins = {"release_id": In(str)} | {f"after_{a}": In(Nothing) for a in after}
 
     @op(name=op_name("revert", database), ins=ins, out=Out(Nothing), tags={"kind": "rollback"})
-    def revert_database(context: OpExecutionContext, release_id: str, ledger: LedgerResource):
+    def revert_database(context: OpExecutionContext, release_id: str, release_ledger: LedgerResource):
         """Undo this release's expand migrations as the manifest's rollback strategy says."""
         if release_id == NOTHING_TO_DO:
             return
-        step = begin_step(context, product, f"revert {database}", ledger, release_id)
+        step = begin_step(context, product, f"revert {database}", release_ledger, release_id)
         with failing_clearly(step.ctx, f"revert {database}"):
             migrate_steps.compensate(step.ctx, database)
 
@@ -122,12 +124,13 @@ def _finish_op(product: Product, after: list[str]) -> OpDefinition:
     ins = {"release_id": In(str)} | {f"after_{a}": In(Nothing) for a in after}
 
     @op(name="rollback_finish", ins=ins, tags={"kind": "rollback"})
-    def rollback_finish(context: OpExecutionContext, release_id: str, ledger: LedgerResource, platform: PlatformResource):
+    def rollback_finish(context: OpExecutionContext, release_id: str, release_ledger: LedgerResource,
+                        release_platform: PlatformResource):
         """Check nothing of the release still takes traffic, then record rolled_back."""
         if release_id == NOTHING_TO_DO:
             yield Output(None)
             return
-        step = begin_step(context, product, "rollback check", ledger, release_id, platform)
+        step = begin_step(context, product, "rollback check", release_ledger, release_id, release_platform)
         book, release, ctx, services = step.book, step.release, step.ctx, step.platform
         leftovers = [
             f"{s} still runs {status.canary_version} as canary"
