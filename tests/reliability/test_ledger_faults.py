@@ -76,10 +76,6 @@ def fault(request, tmp_path: Path):
     yield from request.param(tmp_path, admin)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "orchestration/jobs/common.failing_clearly records `step:failed` in the ledger that just refused the "
-    "write, so the op ends with the raw OperationalError instead of the ledger's clear message; the fix "
-    "(skip that record on LedgerError) waits for the orchestration refactor to land"))
 def test_a_ledger_that_refuses_writes_stops_the_step_before_it_acts(fault, tmp_path: Path,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     ledger_url, break_ledger, repair_ledger = fault

@@ -22,7 +22,7 @@ from dagster import (
 
 from release_pipelines.assets.checks import gate_check_evaluation
 from release_pipelines.assets.tables import table_materialization
-from release_pipelines.core.errors import ReleaseError
+from release_pipelines.core.errors import LedgerError, ReleaseError
 from release_pipelines.core.product import Product
 from release_pipelines.core.readiness import Readiness, RollbackReadiness
 from release_pipelines.orchestration.dagster_resources import LedgerResource, PlatformResource
@@ -90,12 +90,14 @@ def tag_run(context: OpExecutionContext, product: Product, release_id: str) -> N
 def failing_clearly(ctx: StepContext | None, what: str) -> Iterator[None]:
     """Record a failed step in the ledger and fail the op with the project's own message.
 
+    A LedgerError is not recorded: the ledger just refused a write (disk full, read-only), and a
+    second refused write would replace its clear message with a raw driver error.
     Also the step's OpenTelemetry span (`release_pipelines.tracing`; a no-op unless configured)."""
     with release_span(what, ctx.release_id if ctx else None, product=ctx.product.name if ctx else None):
         try:
             yield
         except ReleaseError as exc:
-            if ctx is not None:
+            if ctx is not None and not isinstance(exc, LedgerError):
                 ctx.record("step:failed", step=what, error=str(exc))
             raise Failure(description=f"{what}: {exc}") from None
 
@@ -150,10 +152,15 @@ def service_materialization(product: Product, service: str, status, release_id: 
 
 
 def migration_materializations(outcome: MigrationOutcome) -> Iterator[AssetMaterialization]:
-    """One materialization per declared table a migration step changed."""
+    """One materialization per table a migration step changed (declared or discovered): the diff,
+    previous and new column schema, column lineage, impact, and the revision as data version."""
     for change in outcome.tables:
-        yield table_materialization(outcome.database, change.table, outcome.from_revision, outcome.to_revision,
-                                    change.statements, change.duration_s, change.row_count, change.columns)
+        yield table_materialization(
+            outcome.database, change.table, outcome.from_revision, outcome.to_revision, change.statements,
+            change.duration_s, change.row_count, change.columns, changes=change.changes,
+            previous_columns=change.previous_columns, data_version=change.data_version,
+            column_lineage=change.column_lineage, impacts=change.impacts, lifecycle=change.lifecycle,
+            declared=change.declared)
 
 
 def gate_evaluations(ctx: StepContext, database: str, rows_before: dict[str, int]) -> Iterator[AssetCheckEvaluation]:
