@@ -111,13 +111,14 @@ def approve(
 
 
 def approve_signed(manifest: Manifest, book: Any, signed: str, release_id: str = "", phase: str = "",
-                   comment: str | None = None):
+                   comment: str | None = None, approver: str = ""):
     """Record a pasted signed approval document: release, phase and approver come from its statement
-    (a release id or phase given as well must agree)."""
+    (a release id, phase or approver given as well must agree)."""
     statement = ApprovalStatement.parse(_document(signed).statement) if signed.strip() else None
     if statement is None:
         raise ReleaseError("approval refused: the signed approval is empty")
-    for name, given, found in (("release_id", release_id, statement.subject), ("phase", phase, statement.phase)):
+    for name, given, found in (("release_id", release_id, statement.subject), ("phase", phase, statement.phase),
+                               ("approver", approver, statement.approver)):
         if given and given != found:
             raise ReleaseError(f"approval refused: {name} is {given} but the signed statement is for {found}")
     return approve(manifest, book, statement.subject, statement.phase, statement.approver,

@@ -13,6 +13,7 @@ from types import SimpleNamespace
 
 import pytest
 from click.testing import CliRunner
+from dagster import DagsterInstance
 from release_pipelines.resources.ledger import Ledger
 from release_pipelines.resources.manifest_files import load_product
 from release_pipelines.resources.signatures import sign
@@ -22,6 +23,8 @@ from release_pipelines.core.errors import ManifestError, ReleaseError
 from release_pipelines.core.manifest import ApprovalPhase
 from release_pipelines.core.statements import APPROVAL_NAMESPACE, SignedDocument
 from release_pipelines.core.states import ReleaseState as S
+from release_pipelines.orchestration.dagster_resources import LedgerResource
+from release_pipelines.orchestration.jobs.approval import build_approval_job
 from release_pipelines.steps.approval import (
     approve,
     approve_signed,
@@ -209,3 +212,34 @@ def test_bad_signers_are_manifest_errors_naming_the_field(env: SimpleNamespace) 
     env.manifest.write_text(text.replace(", signers: allowed_signers", ""))
     with pytest.raises(ManifestError, match="signatures: optional"):
         load_product(env.manifest)
+
+
+def test_the_dagster_approval_job_records_a_pasted_signed_approval(env: SimpleNamespace) -> None:
+    """The Launchpad path: `--sign-only` output pasted into `signed_approval`; a document signed by a
+    key outside the group, or claimed for another approver, fails the run with the reason."""
+    release = canary_release(env.book)
+    job = build_approval_job(env.product)
+
+    def run(signed: str, **config: str):
+        return job.execute_in_process(
+            run_config={"ops": {"approve": {"config": {"signed_approval": signed, **config}}}},
+            resources={"release_ledger": LedgerResource()}, instance=DagsterInstance.ephemeral(),
+            tags={"dagster/user": "someone-else"}, raise_on_error=False)
+
+    def failure(result) -> str:
+        return " ".join(e.step_failure_data.user_failure_data.description or ""
+                        for e in result.all_events if e.is_step_failure and e.step_failure_data.user_failure_data)
+
+    forged = sign_approval(env.book, release, "contract", "alice", key=env.keys["mallory"])
+    refused = run(forged)
+    assert not refused.success and "which is not alice's" in failure(refused), failure(refused)
+    printed = cli("approve", release.id, "--phase", "contract", "--as", "alice", "--key", str(env.keys["alice"]),
+                  "--sign-only").raw
+    claimed = run(printed, approver="bob")
+    assert not claimed.success and "approver is bob but the signed statement is for alice" in failure(claimed)
+    assert env.book.approvals(release.id) == []
+    done = run(printed.replace("\n", "\r\n"), release_id=release.id)
+    assert done.success, failure(done)
+    [approval] = env.book.approvals(release.id)
+    assert (approval.approver, approval.phase, approval.signed) == ("alice", "contract", True)
+    assert done.dagster_run.tags["release/id"] == release.id
