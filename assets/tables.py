@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from dagster import (
     AssetKey,
     AssetMaterialization,
+    AssetObservation,
     AssetSpec,
     MetadataValue,
     TableColumn,
@@ -229,6 +230,21 @@ def table_materialization(
         description += ": " + "; ".join(c.describe() for c in changes[:3]) + (" ..." if len(changes) > 3 else "")
     return AssetMaterialization(asset_key=key, description=description, metadata=metadata,
                                 tags={DATA_VERSION_TAG: data_version} if data_version else None)
+
+
+def impact_observations(database: Database, impacts: Sequence[Impact], release_id: str) -> list[AssetObservation]:
+    """Before the contract runs: on each table it breaks, what breaks and who reads the table."""
+    schemas = {t.name: t.schema_ for t in database.tables}
+    by_table: dict[str, list[Impact]] = {}
+    for impact in impacts:
+        by_table.setdefault(impact.change.table, []).append(impact)
+    return [AssetObservation(
+        asset_key=AssetKey([database.name, schemas.get(table, "public"), table]),
+        description=f"release {release_id} contract will: " + "; ".join(i.change.describe() for i in found),
+        metadata={"release_id": release_id, "impact": MetadataValue.md("\n".join(f"- {i.describe()}" for i in found)),
+                  "affected_services": sorted({s for i in found for s in i.readers}),
+                  "downstream_assets": sorted({d for i in found for d in i.downstream})},
+    ) for table, found in by_table.items()]
 
 
 def _diff_table(changes: Sequence[SchemaChange]) -> str:

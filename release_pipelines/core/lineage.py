@@ -150,11 +150,13 @@ def render_data_summary(events: Sequence[Any]) -> str:
         lines += [f"| {_cell(g.get('database'))}.{_cell(g.get('table'))} | {_cell(g.get('gate'))} | "
                   f"{'passed' if g.get('passed') else '**FAILED**'} | {_cell(g.get('summary'))} |" for g in gates]
         lines.append("")
-    affected = [e.payload for e in events if e.kind == "schema:impact"]
-    services = sorted({s for p in affected for i in p.get("impacts", []) for s in i.get("readers", [])})
+    # the contract's impact is recorded when planned and again when it ran: each once
+    affected = list({i["text"]: i for e in events if e.kind == "schema:impact"
+                     for i in e.payload.get("impacts", [])}.values())
+    services = sorted({s for i in affected for s in i.get("readers", [])})
     lines += ["### Services affected", ""]
-    if affected and any(p.get("impacts") for p in affected):
-        lines += [f"- {i['text']}" for p in affected for i in p.get("impacts", [])]
+    if affected:
+        lines += [f"- {i['text']}" for i in affected]
         lines += ["", f"Readers to tell: {', '.join(services) or 'none declared'}."]
     else:
         lines.append("No breaking or destructive change to a table that a service reads.")

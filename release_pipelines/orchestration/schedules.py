@@ -5,8 +5,10 @@
   release request (`release request ... --window next`) as `<product>_release`, run key = the
   request id. A request is marked `launched` (with the run id) once Dagster has its run.
 - `<product>_release_records` (sensor, every 30 s): when a release reaches a terminal state it
-  materializes `releases/<product>` with the Markdown release notes and `metrics/<product>` with
-  the delivery metrics; it also posts each state change it sees to RELEASE_WEBHOOK_URL (if set).
+  materializes `releases/<product>` with the Markdown release notes, the data team's summary
+  (tables touched with their diffs, column lineage, checks, services affected) and
+  `metrics/<product>` with the delivery metrics; it also posts each state change it sees to
+  RELEASE_WEBHOOK_URL (if set).
   Nothing here runs inside a release or rollback, so a slow webhook can never hold one up.
 """
 
@@ -34,6 +36,7 @@ from dagster import (
 )
 
 from release_pipelines.core.delivery_metrics import delivery_metrics
+from release_pipelines.core.lineage import render_data_summary
 from release_pipelines.core.product import Product
 from release_pipelines.core.records import record_metadata, render_release_notes
 from release_pipelines.core.states import TERMINAL_STATES
@@ -139,7 +142,8 @@ def records_tick(book: Any, product: Product, cursor: dict[str, Any], now: datet
             events.append(AssetMaterialization(
                 asset_key=release_records_key(product.name),
                 description=f"release {release.id} {state}",
-                metadata={**record_metadata(release, trail), "notes": MetadataValue.md(notes)},
+                metadata={**record_metadata(release, trail), "notes": MetadataValue.md(notes),
+                          "data_summary": MetadataValue.md(render_data_summary(trail))},
             ))
             recorded.append(release.id)
     if events:

@@ -208,23 +208,31 @@ def emit_gates(ctx: StepContext, database_name: str, results: Sequence[Any]) -> 
                      f"{r.gate} on {r.table}" for r in results if not r.passed))
 
 
-def contract_impacts(ctx: StepContext, database_name: str, runner: Any) -> list[Impact]:
-    """Before the contract revisions run: their breaking and destructive changes (rendered offline
-    and parsed), each with the services that read the table and the assets downstream of it."""
+def planned_contract_impacts(ctx: StepContext, database_name: str, runner: Any) -> tuple[list[Impact], list[str]]:
+    """The breaking and destructive changes of the pending contract revisions (rendered offline and
+    parsed), each with the services that read the table and the assets downstream of it; and the
+    revisions that could not be rendered offline (their impact shows after they ran)."""
     pending = [r.revision for r in runner.pending("contract")]
     if not pending:
-        return []
+        return [], []
     rendered = render_revisions(runner.script_location, pending)
     changes = statement_changes([RevisionStatements(r.revision, [r.sql]) for r in rendered if r.sql])
     derivations = derivations_from(e.payload for e in ctx.ledger.events(ctx.release_id)
                                    if e.kind == "lineage:declared" and e.payload.get("database") == database_name)
     found = impacts(changes, _readers(ctx, database_name), _downstream(ctx, database_name), derivations)
-    unrendered = [r.revision for r in rendered if not r.sql]
+    return found, [r.revision for r in rendered if not r.sql]
+
+
+def contract_impacts(ctx: StepContext, database_name: str, runner: Any) -> list[Impact]:
+    """Before the contract revisions run (the contract job, before the point of no return): their
+    impact, logged and recorded in the ledger as `schema:impact` (step `contract-plan`)."""
+    found, unrendered = planned_contract_impacts(ctx, database_name, runner)
     for impact in found:
         ctx.log(f"{database_name} contract impact: {impact.describe()}")
     if unrendered:
         ctx.log(f"{database_name}: contract revision(s) {', '.join(unrendered)} not renderable offline; "
                 "their impact shows after they ran")
-    ctx.record("schema:impact", database=database_name, step="contract-plan", not_rendered=unrendered,
-               impacts=[{"text": i.describe(), "readers": list(i.readers), **asdict(i.change)} for i in found])
+    if found or unrendered:
+        ctx.record("schema:impact", database=database_name, step="contract-plan", not_rendered=unrendered,
+                   impacts=[{"text": i.describe(), "readers": list(i.readers), **asdict(i.change)} for i in found])
     return found

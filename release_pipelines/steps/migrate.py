@@ -128,12 +128,34 @@ def expand(ctx: StepContext, database_name: str) -> MigrationOutcome:
     return MigrationOutcome(database_name, start, end, rows_before, changes)
 
 
-def contract(ctx: StepContext, database_name: str) -> MigrationOutcome:
-    """Apply the remaining (contract) revisions: destructive, never downgraded by a rollback."""
+def contract_impacts(ctx: StepContext, database_name: str) -> list[Impact]:
+    """What the pending contract revisions break, and for whom: shown before the point of no return."""
+    return lineage_steps.contract_impacts(ctx, database_name, runner_for(ctx.product, database_name))
+
+
+def contract_preview(ctx: StepContext, versions: Mapping[str, str]) -> list[str]:
+    """At preflight: what the contract revisions waiting in this release's databases will break and
+    for whom (recorded only when the contract job runs them)."""
+    lines = []
+    for database in ctx.product.manifest.databases:
+        if not needed(ctx.product, versions, database.name):
+            continue
+        runner = runner_for(ctx.product, database.name)
+        found, unrendered = lineage_steps.planned_contract_impacts(ctx, database.name, runner)
+        lines += [f"{database.name} contract (later, by the contract job): {i.describe()}" for i in found]
+        lines += [f"{database.name}: contract revision {r} not renderable offline; impact unknown until it runs"
+                  for r in unrendered]
+    return lines
+
+
+def contract(ctx: StepContext, database_name: str, planned: list[Impact] | None = None) -> MigrationOutcome:
+    """Apply the remaining (contract) revisions: destructive, never downgraded by a rollback.
+    `planned`: the impact shown before the point of no return (worked out here when resuming)."""
     runner = runner_for(ctx.product, database_name, application_name=f"release:{ctx.release_id}:contract")
     start = runner.current()
     pending = [r.revision for r in runner.pending()]
-    planned = lineage_steps.contract_impacts(ctx, database_name, runner)
+    if planned is None:
+        planned = lineage_steps.contract_impacts(ctx, database_name, runner)
     ctx.record("migrate:contract:start", database=database_name, from_revision=start, pending=pending)
     with lineage_steps.track(ctx, database_name, "contract", runner, pending) as tracking:
         results = _blockers_to_ledger(ctx, database_name, lambda: runner.upgrade_contract(log=ctx.log))

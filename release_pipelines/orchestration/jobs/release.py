@@ -110,6 +110,8 @@ def _preflight_op(product: Product) -> OpDefinition:
         release_flags.for_product(product).ensure(product.manifest.flags)
         book.transition(release.id, ReleaseState.EXPANDING, actor, run_id=context.run_id)
         release_log(context, release.id)("plan: " + " | ".join(", ".join(w) for w in plan_summary))
+        for line in migrate_steps.contract_preview(step_context(context, product, book, release.id), release.versions):
+            release_log(context, release.id, "warning")(line)
         return release.id
 
     return preflight
