@@ -4,7 +4,9 @@ Templates are plain PromQL with three placeholders, `{service}`, `{version}` and
 (for teams whose queries use ranges); every other brace is PromQL's own, so label matchers need
 no escaping. The defaults read the counters our routers export, as any service mesh's would be
 read. Each template must return one series (or, for latency, one series per `le`); an empty
-result is "no evidence yet" (None), never zero.
+result is "no evidence yet" (None), never zero. An answer that is not the API's, or numbers that
+cannot be counters (NaN, negative, more errors than requests, buckets not cumulative), raise
+MetricsUnavailable naming what was wrong: no evidence, never a pass.
 
 All queries of one snapshot are evaluated at the same instant, so requests, errors and the
 histogram come from the same scrape as far as Prometheus can tell.
@@ -17,7 +19,7 @@ import time
 from dataclasses import dataclass
 
 import httpx
-from release_pipelines.resources.metrics import MetricsUnavailable
+from release_pipelines.resources.metrics import MetricsUnavailable, checked
 
 from release_pipelines.core.metrics import MetricsSnapshot, VersionMetrics
 
@@ -55,7 +57,8 @@ class PrometheusMetricsProvider:
             body = response.json()
         except ValueError:
             body = None
-        if not isinstance(body, dict) or (response.is_error and body.get("status") != "error"):
+        if not isinstance(body, dict) or body.get("status") not in ("success", "error") or (
+                response.is_error and body.get("status") != "error"):
             raise MetricsUnavailable(
                 f"Prometheus at {url} answered HTTP {response.status_code} without a Prometheus API body "
                 f"(is {self.base_url} a Prometheus server?)"
@@ -65,12 +68,19 @@ class PrometheusMetricsProvider:
                 f"Prometheus at {url} refused the query {promql!r}: "
                 f"{body.get('errorType', 'error')}: {body.get('error', 'unknown error')}"
             )
-        data = body.get("data") or {}
-        if data.get("resultType") != "vector":
+        data = body.get("data")
+        if not isinstance(data, dict) or data.get("resultType") != "vector":
             raise MetricsUnavailable(
-                f"Prometheus at {url}: query {promql!r} gave a {data.get('resultType')!r}, not an instant vector"
+                f"Prometheus at {url}: query {promql!r} gave "
+                f"{data.get('resultType') if isinstance(data, dict) else data!r}, not an instant vector"
             )
-        return data.get("result") or []
+        result = data.get("result") or []
+        if not isinstance(result, list) or not all(_is_sample(row) for row in result):
+            raise MetricsUnavailable(
+                f"Prometheus at {url}: query {promql!r} answered samples that are not the API's "
+                "({metric: {...}, value: [time, \"number\"]})"
+            )
+        return result
 
     def render(self, template: str, service: str, version: str) -> str:
         return (
@@ -101,10 +111,10 @@ class PrometheusMetricsProvider:
         errors = self._count(self.templates.errors, service, version, at) or 0
         promql = self.render(self.templates.latency_buckets, service, version)
         buckets = sorted(
-            (float(row["metric"]["le"]), _as_count(row["value"][1], promql))
+            (_as_le(row["metric"]["le"], promql), _as_count(row["value"][1], promql))
             for row in self.query(promql, at) if "le" in row.get("metric", {})
         )
-        return VersionMetrics(version, requests, min(errors, requests), tuple(buckets))
+        return checked(VersionMetrics(version, requests, errors, tuple(buckets)), f"Prometheus at {self.base_url}")
 
     def snapshot(self, service: str, stable_version: str, canary_version: str) -> MetricsSnapshot:
         at = time.time()
@@ -115,8 +125,26 @@ class PrometheusMetricsProvider:
         )
 
 
-def _as_count(raw: str, promql: str) -> int:
-    value = float(raw)
+def _is_sample(row: object) -> bool:
+    return (isinstance(row, dict) and isinstance(row.get("metric", {}), dict)
+            and isinstance(row.get("value"), list) and len(row["value"]) == 2)
+
+
+def _as_count(raw: object, promql: str) -> int:
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        value = math.nan
     if not math.isfinite(value) or value < 0:
-        raise MetricsUnavailable(f"query {promql!r} gave {raw}, not a count")
+        raise MetricsUnavailable(f"query {promql!r} gave {raw!r}, not a count")
     return round(value)
+
+
+def _as_le(raw: object, promql: str) -> float:
+    try:
+        le = float(raw)
+    except (TypeError, ValueError):
+        le = math.nan
+    if math.isnan(le):
+        raise MetricsUnavailable(f"query {promql!r} gave a bucket le={raw!r}, not a bound")
+    return le

@@ -1,14 +1,17 @@
 """Metrics provider for the embedded default: each service's router exposes per-version counters
-in Prometheus text format at /_router/metrics; we read them directly, no Prometheus needed."""
+in Prometheus text format at /_router/metrics; we read them directly, no Prometheus needed. A body
+that is not that format, or numbers that cannot be counters, is MetricsUnavailable with the reason
+(no evidence, never a pass)."""
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from functools import cache
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
-from release_pipelines.resources.metrics import MetricsUnavailable
+from release_pipelines.resources.metrics import MetricsUnavailable, checked
 
 from release_pipelines.core.metrics import MetricsSnapshot, VersionMetrics
 
@@ -30,28 +33,38 @@ def tenant_cohorts(manifest) -> dict[str, tuple[str, str]]:
     return {s.name: ("general", "tenant") for s in getattr(manifest, "services", []) if s.canary.tenants}
 
 
-def parse_router_metrics(text: str, cohort: str | None = None) -> dict[str, VersionMetrics]:
-    """version -> cumulative counters, from one scrape of a router (one cohort's only, if given)."""
+def parse_router_metrics(text: str, cohort: str | None = None, source: str = "router metrics") -> dict[str, VersionMetrics]:
+    """version -> cumulative counters, from one scrape of a router (one cohort's only, if given);
+    MetricsUnavailable when `text` is not the exposition format or holds impossible counts."""
+    try:
+        families = list(text_string_to_metric_families(text))
+    except (ValueError, TypeError, KeyError, IndexError) as exc:
+        raise MetricsUnavailable(f"{source}: the body is not Prometheus text format ({exc})") from None
     requests: dict[str, float] = defaultdict(float)
     errors: dict[str, float] = defaultdict(float)
     buckets: dict[str, dict[float, float]] = defaultdict(dict)
     names = (REQUESTS, DURATION) if cohort is None else (COHORT_REQUESTS, COHORT_DURATION)
-    for family in text_string_to_metric_families(text):
+    for family in families:
         if family.name not in names:
             continue
         for sample in family.samples:
             version = sample.labels.get("version")
             if version is None or (cohort is not None and sample.labels.get("cohort") != cohort):
                 continue
+            if not math.isfinite(sample.value):
+                raise MetricsUnavailable(f"{source}: {sample.name}{{version={version!r}}} is {sample.value}, not a count")
             if family.name == names[0] and sample.name.endswith("_total"):
                 requests[version] += sample.value
                 if sample.labels.get("code_class") == "5xx":
                     errors[version] += sample.value
             elif family.name == names[1] and sample.name.endswith("_bucket"):
-                le = float(sample.labels["le"])
+                le = float(sample.labels.get("le", "nan"))
+                if math.isnan(le):
+                    raise MetricsUnavailable(f"{source}: {sample.name}{{version={version!r}}} has no numeric le")
                 buckets[version][le] = buckets[version].get(le, 0) + sample.value
     return {
-        v: VersionMetrics(v, int(requests[v]), int(errors[v]), tuple(sorted((le, int(c)) for le, c in buckets[v].items())))
+        v: checked(VersionMetrics(v, int(requests[v]), int(errors[v]),
+                                  tuple(sorted((le, int(c)) for le, c in buckets[v].items()))), source)
         for v in requests
     }
 
@@ -84,7 +97,7 @@ class RouterMetricsProvider:
             raise MetricsUnavailable(f"{service}: router metrics at {url} unavailable ({type(exc).__name__})") from None
         if service in self._cohorts:
             stable_cohort, canary_cohort = self._cohorts[service]
-            return MetricsSnapshot(service, parse_router_metrics(response.text, stable_cohort).get(stable_version),
-                                   parse_router_metrics(response.text, canary_cohort).get(canary_version))
-        by_version = parse_router_metrics(response.text)
+            return MetricsSnapshot(service, parse_router_metrics(response.text, stable_cohort, url).get(stable_version),
+                                   parse_router_metrics(response.text, canary_cohort, url).get(canary_version))
+        by_version = parse_router_metrics(response.text, source=url)
         return MetricsSnapshot(service, by_version.get(stable_version), by_version.get(canary_version))
