@@ -29,7 +29,6 @@ from release_pipelines.assets.tables import service_asset_specs, table_asset_spe
 from release_pipelines.components.release_product.scaffolder import ReleaseProductScaffolder
 from release_pipelines.core.errors import ReleaseError
 from release_pipelines.orchestration.dagster_resources import (
-    FlagsResource,
     LedgerResource,
     MetricsResource,
     PlatformResource,
@@ -56,8 +55,8 @@ class ReleaseResourceSettings(dg.Resolvable):
         "Prometheus base URL the canary judge queries; default: RELEASE_PROMETHEUS_URL, else "
         "each service's router")] = None
     home: Annotated[str | None, described(
-        "folder of the local platform's state, the flag files and the SQLite ledger; default: "
-        "RELEASE_HOME, else ./.release")] = None
+        "folder of the local platform's state and the SQLite ledger; default: RELEASE_HOME, else "
+        "./.release (flag files stay under RELEASE_HOME: the local platform hands services that path)")] = None
 
 
 @dataclass(frozen=True)
@@ -128,8 +127,6 @@ def shared_resources(settings: ReleaseResourceSettings = ReleaseResourceSettings
             resources[key] = LedgerResource(url=ledger_url)
         elif isinstance(resource, PlatformResource) and home:
             resources[key] = PlatformResource(state_root=str(home / "platform"))
-        elif isinstance(resource, FlagsResource) and home:
-            resources[key] = FlagsResource(root=str(home / "flags"))
         elif isinstance(resource, MetricsResource) and settings.prometheus_url:
             resources[key] = MetricsResource(prometheus_url=settings.prometheus_url)
     return resources
