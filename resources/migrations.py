@@ -424,6 +424,9 @@ class MigrationRunner:
                 advisory_lock(control, self.database, self.lock_wait_s),
             ):
                 log(f"{self.database}: migration lock taken")
+                if control.exec_driver_sql("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").scalar():
+                    log(f"{self.database}: warning: migrating as a superuser; use the schema's owner role "
+                        "(docs/production.md, Roles) so a migration cannot touch other databases or roles")
                 precheck(control, self.database, self.max_transaction_age_s)
                 yield control
         finally:
