@@ -25,7 +25,7 @@ import pytest
 
 from tests.e2e_support import ROOT
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("dg_project")]  # one project for the module
 
 PRODUCT_TYPE = "release_pipelines.ReleaseProductComponent"
 
