@@ -1,25 +1,37 @@
-"""Fill a column of a live table without holding locks for long: keyset batches on the integer
-primary key, one short transaction per batch, sized by time, resumable, throttled.
+"""Fill a column of a live table without holding locks for long: batches of physical blocks
+(PostgreSQL 14+) or of the integer primary key, one short transaction per batch, sized by time,
+resumable, throttled.
 
 Usable from an Alembic revision (``backfill(op.get_bind(), ...)`` inside
 ``op.get_context().autocommit_block()``, so each batch commits on its own) and from a Dagster
 op (pass an Engine). Progress is kept in ``release_backfill_progress`` in the target database
-so a backfill interrupted half-way (even by kill -9) resumes after the last committed key; the
+so a backfill interrupted half-way (even by kill -9) resumes after the last committed batch; the
 row is deleted when the backfill completes, so a later re-run (after a downgrade) starts from
 the beginning.
 
-On PostgreSQL each batch is ONE statement and one round trip: a CTE selects the next keys,
-updates them, records the progress row and returns the last key, committed by the server in
-autocommit. Batches are sized by time, as gh-ost and pt-online-schema-change size their chunks:
-a batch grows while it takes less than `target_batch_s` and shrinks when it takes longer, when
-another session has been waiting for a lock (most likely ours) or when a replica lags. The
-probe for those two signals runs at most every `probe_interval_s`, not after every batch.
+On PostgreSQL each batch is ONE statement and one round trip (a CTE updates the rows, records
+the progress row and returns the count), committed by the server in autocommit. Batches are
+sized by time, as gh-ost and pt-online-schema-change size their chunks: a batch grows while it
+takes less than `target_batch_s` and shrinks when it takes longer, when another session has
+been waiting for a lock (most likely ours) or when a replica lags. The probe for those two
+signals runs at most every `probe_interval_s`, not after every batch.
 
-Which rows: the key range is read once, in a REPEATABLE READ snapshot when the backfill
-starts (pgroll's approach), and kept in the progress row across resumes - so the backfill
-finishes however fast rows keep arriving. Rows inserted after the start (keys above the range)
-are not visited: the revision must give them the value before the backfill starts (a column
-DEFAULT, or a trigger), or the new release writes the column itself.
+Block ranges (`scan="auto"` on PostgreSQL 14+, a plain table and a `where_sql` that excludes
+rows done): each batch is ``UPDATE ... WHERE ctid >= '(a,0)' AND ctid < '(b,0)' AND
+(where_sql)``, a TID Range Scan that reads pages in order as one plain UPDATE does, instead of
+an index range scan per batch. The range of blocks is the table's size when the backfill
+starts; rows a batch moves to new pages are not revisited (they are done). Rows the application
+UPDATEs while the backfill runs may move from a block not yet visited to one that will not be:
+so after the range, sweeps over the whole table (reading every page, writing only rows
+`where_sql` still selects) repeat until one finds nothing, at most `max_sweeps`.
+Key ranges (`scan="keys"`, and always on SQLite, PostgreSQL < 14, partitioned tables and views,
+or without a `where_sql`): batches of the next keys after the last one done.
+
+Which rows: the range (keys or blocks) is read once, in a REPEATABLE READ snapshot when the
+backfill starts (pgroll's approach), and kept in the progress row across resumes - so the
+backfill finishes however fast rows keep arriving. Rows inserted after the start are not
+visited: the revision must give them the value before the backfill starts (a column DEFAULT,
+or a trigger), or the new release writes the column itself.
 """
 
 from __future__ import annotations
@@ -59,6 +71,7 @@ _PROBE = (
     " FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
     " AND pid <> pg_backend_pid()"
 )
+_BLOCKS = "ctid >= CAST(:lo AS tid) AND ctid < CAST(:hi AS tid)"
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?$")
 
 
@@ -135,6 +148,7 @@ def backfill(
     where_sql: str = "1 = 1",
     key: str = "id",
     job: str | None = None,
+    scan: str = "auto",
     batch_size: int = 1000,
     target_batch_s: float = 0.1,
     min_batch_size: int = 100,
@@ -145,24 +159,29 @@ def backfill(
     sleep_s: float = 0.0,
     max_backoff_s: float = 5.0,
     max_lock_retries: int = 10,
+    max_sweeps: int = 3,
     progress: Callable[[int, int], None] | None = None,
     lineage: Mapping[str, Sequence[str]] | None = None,
     lineage_kind: str = "derived",
 ) -> BackfillResult:
-    """UPDATE `table` SET `set_sql` WHERE `where_sql`, in key batches starting at `batch_size`.
+    """UPDATE `table` SET `set_sql` WHERE `where_sql`, in batches starting at `batch_size` rows.
 
     `set_sql`/`where_sql` are SQL fragments written by the migration author (not user input).
-    `where_sql` should exclude rows already done (e.g. ``col IS NULL``) so a re-run is harmless.
-    Batches then grow or shrink to take about `target_batch_s` (between `min_batch_size` and
-    `max_batch_size`); they halve when another session has waited longer than `max_lock_wait_s`
-    for a lock or a replica lags more than `max_replica_lag_s` (gh-ost's default 1.5 s), and
-    the backfill then pauses for a batch's time (or the lag, up to `max_backoff_s`). `sleep_s`
-    is a fixed pause between batches. A batch that hits a lock timeout is retried smaller,
-    after a pause doubling up to `max_backoff_s`.
+    `where_sql` should exclude rows already done (e.g. ``col IS NULL``) so a re-run is harmless
+    (block ranges rely on it). `scan` is "auto" (block ranges where they apply, else key
+    ranges), "blocks" or "keys". Batches grow or shrink to take about `target_batch_s`
+    (between `min_batch_size` and `max_batch_size` rows); they halve when another session has
+    waited longer than `max_lock_wait_s` for a lock or a replica lags more than
+    `max_replica_lag_s` (gh-ost's default 1.5 s), and the backfill then pauses for a batch's
+    time (or the lag, up to `max_backoff_s`). `sleep_s` is a fixed pause between batches. A
+    batch that hits a lock timeout is retried smaller, after a pause doubling up to
+    `max_backoff_s`.
     """
     for name in (table, key):
         if not _IDENTIFIER.match(name):
             raise BackfillError(f"backfill: {name!r} is not a plain SQL identifier")
+    if scan not in ("auto", "blocks", "keys"):
+        raise BackfillError(f"backfill: scan={scan!r} must be 'auto', 'blocks' or 'keys'")
     _check_bind(bind)
     for column, sources in (lineage or {}).items():  # {"total": ["a", "b"]}: see resources.column_lineage
         declare_column_lineage(table, column, sources, lineage_kind)
@@ -172,67 +191,89 @@ def backfill(
     sizer = BatchSizer(
         max(min_batch_size, batch_size), target_batch_s, min_batch_size, max_batch_size
     )
+    sizes: list[int] = []
     with _autocommit(bind) as conn:
         _ensure_progress_table(conn)
         saved = conn.execute(
-            text(f"SELECT last_key, upper_key, rows_done FROM {PROGRESS_TABLE} WHERE job = :job"),
+            text(
+                f"SELECT last_key, upper_key, rows_done, unit FROM {PROGRESS_TABLE} WHERE job = :job"
+            ),
             {"job": job},
         ).first()
+        unit = _choose_unit(conn, table, where_sql, scan) if saved is None else saved[3] or "keys"
         if saved is None or saved[1] is None:  # (no upper_key: saved by an earlier version)
-            lowest, upper, remaining = _key_range(conn, table, key, where_sql, is_postgres)
+            lowest, upper, remaining = (_block_range if unit == "blocks" else _key_range)(
+                conn, table, key, where_sql
+            )
         if saved is None:
-            last_key, rows_done, resumed_after = lowest - 1, 0, None
+            last, rows_done, resumed_after = (lowest - 1 if unit == "keys" else 0), 0, None
         else:
-            last_key, rows_done = int(saved[0]), int(saved[2])
-            resumed_after = last_key
+            last, rows_done = int(saved[0]), int(saved[2])
+            resumed_after = last
             upper = upper if saved[1] is None else int(saved[1])  # the range of the first start
-            remaining = conn.execute(
-                text(
-                    f"SELECT count(*) FROM {table} WHERE {key} > :last AND {key} <= :upper AND ({where_sql})"
-                ),
-                {"last": last_key, "upper": upper},
-            ).scalar_one()
+            remaining = _remaining(conn, unit, table, key, where_sql, last, upper)
         rows_total = rows_done + int(remaining)
-        run = _pg_batch if is_postgres else _portable_batch
-        sizes: list[int] = []
+        rows_per_block = _rows_per_block(conn, table) if unit != "keys" else 1.0
         next_probe = time.monotonic() + probe_interval_s
-        delay = sleep_s
-        while upper is not None and last_key < upper:
-            params = {"job": job, "last": last_key, "upper": upper, "done": rows_done}
-            for attempt in range(max_lock_retries + 1):
-                batch_started, size = time.monotonic(), sizer.size
-                try:
-                    upto, changed = run(conn, table, key, set_sql, where_sql, {**params, "n": size})
+
+        def fill(unit: str, last: int, upper: int | None) -> int:
+            """Batches from after `last` up to `upper` (keys) or from block `last` to `upper`
+            (blocks, sweep); returns the rows changed."""
+            nonlocal rows_done, next_probe
+            changed_here, delay = 0, sleep_s
+            while upper is not None and last < upper:
+                params = {"job": job, "last": last, "upper": upper, "done": rows_done, "unit": unit}
+                for attempt in range(max_lock_retries + 1):
+                    batch_started, size = time.monotonic(), sizer.size
+                    try:
+                        if unit == "keys":
+                            run = _pg_batch if is_postgres else _portable_batch
+                            upto, changed = run(
+                                conn, table, key, set_sql, where_sql, {**params, "n": size}
+                            )
+                        else:
+                            upto = min(upper, last + max(1, round(size / rows_per_block)))
+                            changed = _pg_block_batch(
+                                conn, table, set_sql, where_sql, {**params, "upto": upto}
+                            )
+                        break
+                    except Exception as exc:
+                        if not is_retryable(exc) or attempt == max_lock_retries:
+                            raise BackfillError(
+                                f"backfill {job} of {table} stopped after {unit} {last} "
+                                f"({rows_done}/{rows_total} rows): {type(exc).__name__}: "
+                                f"{str(exc).splitlines()[0]}. Run it again to resume from there."
+                            ) from exc
+                        sizer.back_off()
+                        delay = min(max_backoff_s, max(delay * 2, 0.05))
+                        time.sleep(delay)
+                if upto is None:
                     break
-                except Exception as exc:
-                    if not is_retryable(exc) or attempt == max_lock_retries:
-                        raise BackfillError(
-                            f"backfill {job} of {table} stopped after key {last_key} "
-                            f"({rows_done}/{rows_total} rows): {type(exc).__name__}: "
-                            f"{str(exc).splitlines()[0]}. Run it again to resume from there."
-                        ) from exc
-                    sizer.back_off()
-                    delay = min(max_backoff_s, max(delay * 2, 0.05))
+                sizes.append(size)
+                sizer.after_batch(time.monotonic() - batch_started)
+                rows_done += changed
+                changed_here += changed
+                last = upto
+                if progress:
+                    progress(rows_done, rows_total)
+                if (reporter := progress_reporter.get()) is not None:
+                    reporter(job, rows_done, rows_total)
+                delay = sleep_s
+                if is_postgres and time.monotonic() >= next_probe:
+                    lock_wait_s, lag_s = conn.execute(text(_PROBE)).one()
+                    if lock_wait_s > max_lock_wait_s or lag_s > max_replica_lag_s:
+                        sizer.back_off()
+                        delay = min(max_backoff_s, max(sleep_s, target_batch_s, lag_s))
+                    next_probe = time.monotonic() + probe_interval_s
+                if delay:
                     time.sleep(delay)
-            if upto is None:
+            return changed_here
+
+        fill(unit, last, upper)
+        # Rows the application moved out of the block range while it was being filled.
+        for _ in range(max_sweeps if unit != "keys" else 0):
+            if not fill("sweep", 0, _relation_blocks(conn, table)):
                 break
-            sizes.append(size)
-            sizer.after_batch(time.monotonic() - batch_started)
-            rows_done += changed
-            last_key = upto
-            if progress:
-                progress(rows_done, rows_total)
-            if (reporter := progress_reporter.get()) is not None:
-                reporter(job, rows_done, rows_total)
-            delay = sleep_s
-            if is_postgres and time.monotonic() >= next_probe:
-                lock_wait_s, lag_s = conn.execute(text(_PROBE)).one()
-                if lock_wait_s > max_lock_wait_s or lag_s > max_replica_lag_s:
-                    sizer.back_off()
-                    delay = min(max_backoff_s, max(sleep_s, target_batch_s, lag_s))
-                next_probe = time.monotonic() + probe_interval_s
-            if delay:
-                time.sleep(delay)
         conn.execute(text(f"DELETE FROM {PROGRESS_TABLE} WHERE job = :job"), {"job": job})
     return BackfillResult(
         job,
@@ -246,12 +287,112 @@ def backfill(
     )
 
 
+def _choose_unit(conn: Connection, table: str, where_sql: str, scan: str) -> str:
+    """Block ranges where a TID Range Scan applies (PostgreSQL 14+, a plain table) and
+    `where_sql` tells rows done from rows to do (the sweeps need it); key ranges otherwise."""
+    if scan == "keys":
+        return "keys"
+    applies = conn.dialect.name == "postgresql" and bool(
+        conn.execute(
+            text(
+                "SELECT current_setting('server_version_num')::int >= 140000 AND relkind = 'r'"
+                " FROM pg_class WHERE oid = to_regclass(:t)"
+            ),
+            {"t": table},
+        ).scalar()
+    )
+    if applies and where_sql.strip() != "1 = 1":
+        return "blocks"
+    if scan == "blocks":
+        raise BackfillError(
+            f"backfill of {table}: scan='blocks' needs PostgreSQL 14+, a plain (not partitioned) "
+            "table and a where_sql that excludes rows done; use scan='keys' or 'auto'"
+        )
+    return "keys"
+
+
+def _relation_blocks(conn: Connection, table: str) -> int:
+    return int(
+        conn.execute(
+            text("SELECT pg_relation_size(to_regclass(:t)) / current_setting('block_size')::int"),
+            {"t": table},
+        ).scalar_one()
+    )
+
+
+def _rows_per_block(conn: Connection, table: str) -> float:
+    """From the planner's statistics, to turn the sizer's rows into blocks (100 if none yet)."""
+    density = conn.execute(
+        text(
+            "SELECT CASE WHEN relpages > 0 AND reltuples > 0 THEN reltuples / relpages END"
+            " FROM pg_class WHERE oid = to_regclass(:t)"
+        ),
+        {"t": table},
+    ).scalar()
+    return float(density or 100.0)
+
+
+def _block_range(conn: Connection, table: str, key: str, where_sql: str) -> tuple[int, int, int]:
+    """(first block, number of blocks, rows to do) from one snapshot, like `_key_range`."""
+    conn.exec_driver_sql("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+    try:
+        todo = conn.execute(
+            text(f"SELECT count(*) FILTER (WHERE {where_sql}) FROM {table}")
+        ).scalar()
+        blocks = _relation_blocks(conn, table)
+    finally:
+        conn.exec_driver_sql("COMMIT")
+    return 0, blocks, int(todo or 0)
+
+
+def _remaining(
+    conn: Connection, unit: str, table: str, key: str, where_sql: str, last: int, upper: int | None
+) -> int:
+    """Rows still to do when a backfill resumes."""
+    if unit == "keys":
+        range_sql = f"{key} > :last AND {key} <= :upper"
+    else:
+        range_sql = _BLOCKS
+    return int(
+        conn.execute(
+            text(f"SELECT count(*) FROM {table} WHERE {range_sql} AND ({where_sql})"),
+            {"last": last, "upper": upper, "lo": _tid(last), "hi": _tid(upper or 0)},
+        ).scalar_one()
+    )
+
+
+def _tid(block: int) -> str:
+    return f"({block},0)"
+
+
+def _pg_block_batch(
+    conn: Connection, table: str, set_sql: str, where_sql: str, params: dict
+) -> int:
+    """One batch of blocks [last, upto) in one statement (a TID Range Scan): UPDATE, progress
+    row; returns the rows changed."""
+    return int(
+        conn.execute(
+            text(
+                f"WITH changed AS (UPDATE {table} SET {set_sql} WHERE {_BLOCKS} AND ({where_sql})"
+                " RETURNING 1),"
+                f" saved AS (INSERT INTO {PROGRESS_TABLE} (job, last_key, upper_key, rows_done, unit)"
+                " SELECT :job, :upto, :upper, :done + (SELECT count(*) FROM changed), :unit"
+                " ON CONFLICT (job) DO UPDATE SET last_key = excluded.last_key,"
+                " upper_key = excluded.upper_key, unit = excluded.unit,"
+                " rows_done = excluded.rows_done, updated_at = CURRENT_TIMESTAMP)"
+                " SELECT count(*) FROM changed"
+            ),
+            {**params, "lo": _tid(params["last"]), "hi": _tid(params["upto"])},
+        ).scalar_one()
+    )
+
+
 def _key_range(
-    conn: Connection, table: str, key: str, where_sql: str, is_postgres: bool
+    conn: Connection, table: str, key: str, where_sql: str
 ) -> tuple[int, int | None, int]:
     """(lowest key, highest key, rows to do) from one snapshot: the range stays fixed however
     many rows arrive later, so the backfill is guaranteed to end."""
-    if not is_postgres:
+    if conn.dialect.name != "postgresql":
         lowest, upper, todo = conn.execute(
             text(
                 f"SELECT min({key}), max({key}), sum(CASE WHEN {where_sql} THEN 1 ELSE 0 END) FROM {table}"
@@ -327,10 +468,11 @@ def _ensure_progress_table(conn: Connection) -> None:
     conn.execute(
         text(
             f"CREATE TABLE IF NOT EXISTS {PROGRESS_TABLE} (job VARCHAR(200) PRIMARY KEY,"
-            " last_key BIGINT NOT NULL, upper_key BIGINT, rows_done BIGINT NOT NULL,"
+            " last_key BIGINT NOT NULL, upper_key BIGINT, rows_done BIGINT NOT NULL, unit VARCHAR(10),"
             " updated_at TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT CURRENT_TIMESTAMP)"
         )
     )
     columns = {c["name"] for c in inspect(conn).get_columns(PROGRESS_TABLE)}
-    if "upper_key" not in columns:  # a table made by an earlier version of this module
-        conn.execute(text(f"ALTER TABLE {PROGRESS_TABLE} ADD COLUMN upper_key BIGINT"))
+    for column, sql_type in (("upper_key", "BIGINT"), ("unit", "VARCHAR(10)")):
+        if column not in columns:  # a table made by an earlier version of this module
+            conn.execute(text(f"ALTER TABLE {PROGRESS_TABLE} ADD COLUMN {column} {sql_type}"))

@@ -1,6 +1,7 @@
 """The one-round-trip backfill on a real PostgreSQL: killed with SIGKILL half-way it resumes from
-the recorded key and finishes while the application inserts and updates rows; its time-based
-batch size shrinks when another session holds row locks."""
+the recorded block or key and finishes while the application inserts and updates rows; its
+time-based batch size shrinks when another session holds row locks; block batches are TID Range
+Scans, and rows the old release moves out of the block range are caught by the sweeps."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import time
 import psycopg2
 import pytest
 from release_pipelines.resources.backfill import PROGRESS_TABLE, backfill
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import make_url
 
 ROWS = 60_000
@@ -49,11 +50,13 @@ def make_items(url: str, rows: int = ROWS) -> None:
 
 
 class Application(threading.Thread):
-    """The new release: inserts rows and updates existing ones, writing `doubled` itself."""
+    """The new release: inserts rows and updates existing ones, writing `doubled` itself (or,
+    `writes_doubled=False`, an older one that only keeps a `doubled` already set in step)."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, writes_doubled: bool = True):
         super().__init__(daemon=True)
         self.url, self.inserts, self.updates, self.failures = url, 0, 0, []
+        self.writes_doubled = writes_doubled  # False: the old release, which knows no `doubled`
         self.stopping = threading.Event()
 
     def run(self) -> None:
@@ -66,12 +69,17 @@ class Application(threading.Thread):
                         n = rng.randint(1, 1000)
                         cur.execute("INSERT INTO items (n, doubled) VALUES (%s, %s)", (n, 2 * n))
                         self.inserts += 1
-                    else:
+                    elif self.writes_doubled:
                         cur.execute(
                             "UPDATE items SET n = n + 1, doubled = (n + 1) * 2 WHERE id = %s",
                             (rng.randint(1, ROWS),),
                         )
-                        self.updates += 1
+                    else:  # leaves rows not filled yet NULL, moving them (no HOT: pages are full)
+                        cur.execute(
+                            "UPDATE items SET n = n + 1, doubled = doubled + 2 WHERE id = %s",
+                            (rng.randint(1, ROWS),),
+                        )
+                    self.updates += 1
                 except psycopg2.Error as exc:
                     self.failures.append(str(exc))
                 time.sleep(0.002)
@@ -83,10 +91,12 @@ class Application(threading.Thread):
 
 
 @pytest.mark.postgres
+@pytest.mark.parametrize("scan", ["blocks", "keys"])
 def test_backfill_resumes_after_kill_9_and_finishes_under_inserts_and_updates(
-    postgres_url: str,
+    postgres_url: str, scan: str
 ) -> None:
     make_items(postgres_url)
+    blocks = scalar(postgres_url, "SELECT pg_relation_size('items') / 8192")
     app = Application(postgres_url)
     app.start()
     # Small, paced batches so that the kill lands half-way.
@@ -99,7 +109,7 @@ def test_backfill_resumes_after_kill_9_and_finishes_under_inserts_and_updates(
                 "from release_pipelines.resources.backfill import backfill; "
                 "backfill(create_engine(sys.argv[1]), table='items', set_sql='doubled = n * 2', "
                 "where_sql='doubled IS NULL', job='items_doubled', batch_size=500, "
-                "max_batch_size=500, sleep_s=0.02)"
+                f"max_batch_size=500, sleep_s=0.02, scan={scan!r})"
             ),
             postgres_url,
         ],
@@ -114,12 +124,19 @@ def test_backfill_resumes_after_kill_9_and_finishes_under_inserts_and_updates(
             time.sleep(0.05)
         os.kill(child.pid, signal.SIGKILL)
         child.wait(10)
-        saved_last, saved_upper = _saved(postgres_url)
-        assert 5_000 <= saved_last < ROWS <= saved_upper  # the range read at the start
+        saved_last, saved_upper, unit = _saved(postgres_url)
+        assert unit == (None if scan == "keys" else scan)
+        if scan == "keys":
+            assert 5_000 <= saved_last < ROWS <= saved_upper  # the range read at the start
+        else:  # blocks done, of the table's blocks at the start
+            assert 0 < saved_last < blocks <= saved_upper
         engine = create_engine(postgres_url)
         try:
             result = backfill(
-                engine, table="items", set_sql="doubled = n * 2", where_sql="doubled IS NULL",
+                engine,
+                table="items",
+                set_sql="doubled = n * 2",
+                where_sql="doubled IS NULL",
                 job="items_doubled",
             )
         finally:
@@ -131,7 +148,9 @@ def test_backfill_resumes_after_kill_9_and_finishes_under_inserts_and_updates(
     assert result.resumed_after is not None and result.resumed_after >= saved_last
     assert app.failures == [] and app.inserts > 0 and app.updates > 0
     # every row of the original range was filled; rows inserted later were written by the app
-    assert scalar(postgres_url, "SELECT count(*) FROM items WHERE doubled IS DISTINCT FROM n * 2") == 0
+    assert (
+        scalar(postgres_url, "SELECT count(*) FROM items WHERE doubled IS DISTINCT FROM n * 2") == 0
+    )
     assert scalar(postgres_url, "SELECT count(*) FROM items") == ROWS + app.inserts
     assert scalar(postgres_url, f"SELECT count(*) FROM {PROGRESS_TABLE}") == 0
 
@@ -141,13 +160,15 @@ def _rows_done(url: str) -> int | None:
     return scalar(url, f"SELECT rows_done FROM {PROGRESS_TABLE}") if exists else None
 
 
-def _saved(url: str) -> tuple[int, int]:
+def _saved(url: str) -> tuple[int, int, str | None]:
     conn = connect(url)
     with conn.cursor() as cur:
-        cur.execute(f"SELECT last_key, upper_key FROM {PROGRESS_TABLE} WHERE job = 'items_doubled'")
-        last, upper = cur.fetchone()
+        cur.execute(
+            f"SELECT last_key, upper_key, unit FROM {PROGRESS_TABLE} WHERE job = 'items_doubled'"
+        )
+        last, upper, unit = cur.fetchone()
     conn.close()
-    return last, upper
+    return last, upper, unit
 
 
 @pytest.mark.postgres
@@ -161,8 +182,12 @@ def test_batch_size_shrinks_when_another_session_holds_row_locks(postgres_url: s
     engine = create_engine(postgres_url)
     try:
         result = backfill(
-            engine, table="items", set_sql="doubled = n * 2", where_sql="doubled IS NULL",
-            batch_size=500, target_batch_s=0.1,
+            engine,
+            table="items",
+            set_sql="doubled = n * 2",
+            where_sql="doubled IS NULL",
+            batch_size=500,
+            target_batch_s=0.1,
             progress=lambda done, total: finished.append((done, time.monotonic())),
         )
     finally:
@@ -175,4 +200,45 @@ def test_batch_size_shrinks_when_another_session_holds_row_locks(postgres_url: s
     assert max(sizes[:blocked]) > 500  # it had grown while batches were fast
     assert sizes[blocked + 1] <= sizes[blocked] // 4 + 1  # and shrank after the slow batch
     with engine.connect() as conn:
-        assert conn.execute(text("SELECT count(*) FROM items WHERE doubled = n * 2")).scalar() == ROWS
+        assert (
+            conn.execute(text("SELECT count(*) FROM items WHERE doubled = n * 2")).scalar() == ROWS
+        )
+
+
+@pytest.mark.postgres
+def test_block_batches_are_tid_range_scans_and_sweeps_catch_rows_the_old_release_moved(
+    postgres_url: str,
+) -> None:
+    make_items(postgres_url)
+    app = Application(postgres_url, writes_doubled=False)
+    engine = create_engine(postgres_url)
+    batches: list[str] = []
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def keep_batches(conn, cursor, statement, parameters, context, executemany):
+        if statement.startswith("WITH changed AS (UPDATE items"):
+            batches.append(cursor.mogrify(statement, parameters).decode())
+
+    app.start()
+    try:  # small paced batches: the old release moves rows out of the range meanwhile
+        result = backfill(
+            engine,
+            table="items",
+            set_sql="doubled = n * 2",
+            where_sql="doubled IS NULL",
+            batch_size=2000,
+            max_batch_size=2000,
+            sleep_s=0.01,
+        )
+    finally:
+        app.stop()
+    assert app.failures == [] and app.updates > 100
+    assert scalar(postgres_url, "SELECT count(*) FROM items WHERE doubled IS NULL") == 0
+    assert (
+        scalar(postgres_url, "SELECT count(*) FROM items WHERE doubled IS DISTINCT FROM n * 2") == 0
+    )
+    assert result.rows_done >= ROWS
+    with engine.connect() as conn:
+        plan = "\n".join(r[0] for r in conn.exec_driver_sql("EXPLAIN " + batches[0]))
+    engine.dispose()
+    assert "Tid Range Scan on items" in plan, plan
