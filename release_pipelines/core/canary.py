@@ -22,7 +22,12 @@ from release_pipelines.core.judge import (
     judge_resource,
 )
 from release_pipelines.core.judge_errors import Bucket, judge_against_reference, judge_errors
-from release_pipelines.core.judge_latency import HistogramLook, judge_latency_histograms
+from release_pipelines.core.judge_latency import (
+    HistogramLook,
+    histogram_increase,
+    judge_latency_against_reference,
+    judge_latency_histograms,
+)
 from release_pipelines.core.manifest import Direction, Manifest, MetricKind
 
 # One tick's cumulative counts for one version: [requests, errors, [[le, count], ...]].
@@ -151,13 +156,19 @@ def series_totals(series: Sequence[Counts]) -> tuple[int, int]:
     return sum(b.requests for b in buckets), sum(b.errors for b in buckets)
 
 
+def series_histogram(series: Sequence[Counts]) -> dict[float, float]:
+    """Latency histogram (le -> cumulative count, inf = total) between the first and last read."""
+    return histogram_increase([{float(le): float(n) for le, n in counts[2]} for counts in series])
+
+
 def carry_cursor(cursor: Mapping[str, Any] | None, key: str) -> dict[str, Any]:
     """The sensor's cursor for `key` (`<release>:<step>` or `<release>:bake`).
 
     The same key keeps the cursor. A new key of the same release starts an empty series but
-    keeps `reference`: per service, the baseline's (requests, errors) over the last judged
-    canary step that had baseline traffic - what the bake compares the new version against.
-    A key of another release (or no cursor) starts without reference.
+    keeps `reference`: per service, what the baseline (the old stable version) showed over the
+    last judged canary step that had baseline traffic - its requests and errors, its latency
+    histogram (`latency`: [[le, count], ...]) and its memory/cpu samples (`resources`) - what the
+    bake compares the new version against. A key of another release (or none) starts without.
     """
     if cursor and cursor.get("key") == key:
         return dict(cursor)
@@ -171,38 +182,65 @@ def carry_cursor(cursor: Mapping[str, Any] | None, key: str) -> dict[str, Any]:
     reference = {s: dict(r) for s, r in (cursor.get("reference") or {}).items()}
     if old_step != BAKE:
         for service, entry in (cursor.get("series") or {}).items():
-            requests, errors = series_totals(entry.get("baseline") or [])
+            carried: dict[str, Any] = {}
+            baseline = entry.get("baseline") or []
+            requests, errors = series_totals(baseline)
             if requests > 0:
-                reference[service] = {"requests": requests, "errors": errors}
+                carried = {"requests": requests, "errors": errors}
+                latency = series_histogram(baseline)
+                if latency.get(math.inf, 0) > 0:
+                    carried["latency"] = [[le, n] for le, n in sorted(latency.items())]
+            samples = {kind: pair[0] for kind, pair in (entry.get("resources") or {}).items() if pair[0]}
+            if samples:
+                carried["resources"] = samples
+            if carried:
+                reference[service] = {**reference.get(service, {}), **carried}
     fresh["reference"] = reference
     return fresh
 
 
 def judge_bake_service(manifest: Manifest, service: str, series: Sequence[Counts],
-                       reference: Mapping[str, int] | None) -> OverallVerdict:
-    """The service's error metrics over the bake so far (`series`: the new stable version's
-    cumulative reads since bake start) against its reference (None: the absolute margin only).
-    Metrics judged for a decrease, and latency/resource metrics, are not judged during bake."""
+                       reference: Mapping[str, Any] | None,
+                       resources: Mapping[str, Sequence[float]] | None = None) -> OverallVerdict:
+    """Every metric judged for an increase, over the bake so far, against the service's reference
+    (`carry_cursor`; None: the absolute error margin only). `series`: the new stable version's
+    cumulative reads since bake start; `resources`: its memory/cpu samples since then (kind ->
+    samples). Metrics judged only for a decrease are not watched during bake."""
     analysis = manifest.service(service).canary.analysis
+    reference = reference or {}
     requests, errors = series_totals(series)
-    ref_n, ref_k = (int(reference["requests"]), int(reference["errors"])) if reference else (0, 0)
+    bake_latency = series_histogram(series)
+    reference_latency = {float(le): float(n) for le, n in reference.get("latency") or []}
     verdicts = []
     for metric in analysis.metrics:
-        if metric.kind is not MetricKind.errors or metric.direction is Direction.decrease:
+        if metric.direction is Direction.decrease:
             continue
-        options = {k: v for k, v in (("tolerance", metric.tolerance), ("absolute_margin", metric.absolute_margin))
-                   if v is not None}
-        verdicts.append(judge_against_reference(requests, errors, ref_n, ref_k, alpha=analysis.alpha,
-                                                name=metric.name, critical=metric.critical, **options))
+        options = {"tolerance": metric.tolerance} if metric.tolerance is not None else {}
+        common = {"name": metric.name, "critical": metric.critical, "alpha": analysis.alpha}
+        if metric.kind is MetricKind.errors:
+            if metric.absolute_margin is not None:
+                options["absolute_margin"] = metric.absolute_margin
+            verdicts.append(judge_against_reference(requests, errors, int(reference.get("requests", 0)),
+                                                    int(reference.get("errors", 0)), **common, **options))
+        elif metric.kind is MetricKind.latency:
+            verdicts.append(judge_latency_against_reference(bake_latency, reference_latency, **common, **options))
+        elif metric.kind in (MetricKind.memory, MetricKind.cpu):
+            # the spread rule on the old version's samples against the new one's; only its FAIL acts
+            verdicts.append(judge_resource((reference.get("resources") or {}).get(metric.kind.value, ()),
+                                           (resources or {}).get(metric.kind.value, ()),
+                                           kind=metric.kind, direction=Direction.increase, **common, **options))
     if not verdicts:
-        return OverallVerdict(Verdict.inconclusive, "no error metric to watch during bake", ())
+        return OverallVerdict(Verdict.inconclusive, "no metric to watch during bake", ())
     return judge_overall(verdicts)
 
 
 def decide_bake(manifest: Manifest, series: Mapping[str, Sequence[Counts]],
-                references: Mapping[str, Mapping[str, int]], *, unavailable: Mapping[str, str]) -> CanaryDecision:
-    """FAIL when any service regressed during bake; otherwise wait (the bake ends by time)."""
-    verdicts = {s: judge_bake_service(manifest, s, reads, references.get(s)) for s, reads in series.items()}
+                references: Mapping[str, Mapping[str, Any]], *, unavailable: Mapping[str, str],
+                resources: Mapping[str, Mapping[str, Sequence[float]]] | None = None) -> CanaryDecision:
+    """FAIL when any service regressed during bake; otherwise wait (the bake ends by time).
+    `resources`: per service, the new stable version's memory/cpu samples since bake start."""
+    verdicts = {s: judge_bake_service(manifest, s, reads, references.get(s), (resources or {}).get(s))
+                for s, reads in series.items()}
     failed = {name: v for name, v in verdicts.items() if v.verdict is Verdict.failed}
     if failed:
         name, verdict = next(iter(failed.items()))

@@ -8,8 +8,8 @@ The metric series lives in the cursor (Dagster stores it durably), keyed by rele
 a restarted daemon carries on judging the same evidence. Run keys are (release, step, decision):
 a decision is acted on once, however many ticks see it. After 100 % the release bakes: the new
 stable versions are judged for the manifest's `bake_seconds` against the reference the last
-canary step left in the cursor (`canary.carry_cursor`); a regression requests the rollback
-(run key `<release>:bake:rollback`).
+canary step left in the cursor (`canary.carry_cursor`); every metric (errors, latency, memory, cpu)
+can request the rollback (run key `<release>:bake:rollback`).
 """
 
 from __future__ import annotations
@@ -219,8 +219,11 @@ def _bake(product: Product, release: Any, cursor_text: str | None, reads: TickRe
         entry = cursor["series"].setdefault(service, {"stable": []})
         counts = [stable.requests, stable.errors, [list(b) for b in stable.latency_buckets]]
         entry["stable"] = (entry["stable"] + [counts])[-MAX_SERIES:]
+        _append_bake_resource_samples(resource_kinds(product.manifest, service), read.usage, entry)
     series = {s: e["stable"] for s, e in cursor["series"].items() if s in promoted}
-    decision = decide_bake(product.manifest, series, cursor.get("reference") or {}, unavailable=unavailable)
+    resources = {s: e.get("resources", {}) for s, e in cursor["series"].items() if s in promoted}
+    decision = decide_bake(product.manifest, series, cursor.get("reference") or {}, unavailable=unavailable,
+                           resources=resources)
     seen = {"cursor": json.dumps(cursor),
             "observations": _observations(release.id, {"phase": BAKE}, decision, _bake_numbers)}
     if decision.verdict is Verdict.failed:
@@ -258,6 +261,17 @@ def _append_resource_samples(kinds: set[MetricKind], usage: Mapping[str, tuple[f
         store[kind.value] = [base[-MAX_RESOURCE_SAMPLES:], can[-MAX_RESOURCE_SAMPLES:]]
 
 
+def _append_bake_resource_samples(kinds: set[MetricKind], usage: Mapping[str, tuple[float, float]] | None,
+                                  entry: dict) -> None:
+    """During bake the promoted version is the stable process: one memory MB / CPU % sample of it."""
+    if not kinds or not usage or "stable" not in usage:
+        return
+    store = entry.setdefault("resources", {})
+    for kind in kinds:
+        samples = store.get(kind.value, []) + [round(usage["stable"][0 if kind is MetricKind.memory else 1], 3)]
+        store[kind.value] = samples[-MAX_RESOURCE_SAMPLES:]
+
+
 def _resources_of(entry: dict) -> dict[str, tuple[list[float], list[float]]]:
     return {kind: (pair[0], pair[1]) for kind, pair in entry.get("resources", {}).items()}
 
@@ -276,7 +290,7 @@ def _step_numbers(metric: MetricVerdict) -> tuple[tuple[str, Any], ...]:
 
 def _bake_numbers(metric: MetricVerdict) -> tuple[tuple[str, Any], ...]:
     return (("bake_rate", metric.details.get("bake_rate")), ("bake_n", metric.canary_n),
-            ("reference_n", metric.baseline_n), ("bar", metric.details.get("bar")))
+            ("reference_n", metric.baseline_n), ("bar", metric.details.get("bar")), ("effect", metric.effect))
 
 
 def _observations(release_id: str, label: dict[str, Any], decision: CanaryDecision,

@@ -162,16 +162,17 @@ RATE_PRIOR = (1.0, 99.0)
 prior keeps the sequences valid; this one only makes them tight for small rates."""
 
 
-def rate_bounds(n: int, k: int, alpha: float) -> tuple[float, float]:
+def rate_bounds(n: int, k: int, alpha: float, prior: tuple[float, float] = RATE_PRIOR) -> tuple[float, float]:
     """Anytime-valid bounds on one side's error rate after `k` errors in `n` requests.
 
     The beta-binomial mixture likelihood ratio against a rate p is a nonnegative martingale
     under p (Robbins' method of mixtures), so {p: mixture / likelihood(p) < 1/alpha} covers the
-    true rate at every look with probability >= 1 - alpha.
+    true rate at every look with probability >= 1 - alpha. `prior` (Beta a, b) only decides
+    where the bounds are tight: put its mean near the rates that matter.
     """
     if n <= 0:
         return 0.0, 1.0
-    a, b = RATE_PRIOR
+    a, b = prior
     log_mixture = betaln(k + a, n - k + b) - betaln(a, b)
     limit = np.log(1 / alpha)
 

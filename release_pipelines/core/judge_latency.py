@@ -37,8 +37,10 @@ from itertools import pairwise
 from typing import Any
 
 import numpy as np
+from scipy.stats import beta
 
 from release_pipelines.core.judge import MetricVerdict, Verdict
+from release_pipelines.core.judge_errors import rate_bounds
 from release_pipelines.core.manifest import Direction, MetricKind
 
 ROUTER_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1, 2.5, 5, 10)
@@ -177,6 +179,15 @@ def _delta(now: Mapping[float, float], before: Mapping[float, float]) -> dict[fl
     if now.get(math.inf, 0) < before.get(math.inf, 0):
         return dict(now)
     return {le: max(0.0, count - before.get(le, 0)) for le, count in now.items()}
+
+
+def histogram_increase(reads: Sequence[Mapping[float, float]]) -> dict[float, float]:
+    """Counts added between the first and the last cumulative read (a restart counts from zero)."""
+    total: dict[float, float] = {}
+    for before, now in pairwise(reads):
+        for le, count in _delta(now, before).items():
+            total[le] = total.get(le, 0.0) + count
+    return total
 
 
 def _per_bucket(cumulative: Mapping[float, float], bounds: Sequence[float]) -> np.ndarray:
@@ -387,3 +398,63 @@ def _verdict(evidence: _Evidence, *, name: str, direction: Direction, critical: 
                "slower_share": evidence.slower_share, "pass_e_value": pass_e, "tolerance": tolerance}
     return MetricVerdict(verdict=verdict, reason=reason, effect=None if math.isnan(shift) else shift,
                          e_value=fail_e, details=details, **common)
+
+
+# ------------------------------------------------------------------ bake: against a fixed reference
+
+
+def judge_latency_against_reference(
+    bake: Mapping[float, float], reference: Mapping[float, float], *, name: str = "latency",
+    critical: bool = True, alpha: float = 0.05, tolerance: float = TOLERANCE, quantile: float = 0.95,
+) -> MetricVerdict:
+    """Bake rule: the new stable version's latency histogram (cumulative counts since bake start,
+    le seconds -> count, inf = total) against the old stable version's over the last canary step.
+
+    At every finite bucket edge e, the bake's share of requests above e gets an anytime-valid
+    lower bound (`rate_bounds`) and the reference's share an exact upper bound (Clopper-Pearson:
+    the reference is one fixed sample), each at alpha / (2 x edges). FAIL when at some edge the
+    bake's lower bound exceeds the reference's upper bound - the new version is stochastically
+    slower, at any quantile - *and* the observed shift (p50 or p95 ratio) is beyond `tolerance`,
+    as in the canary judge. If the new version is no slower than the reference, a FAIL needs one
+    of the bounds to miss, so the false-FAIL rate is <= alpha however often one looks. Never
+    PASS: the bake ends by time.
+    """
+    ref_n, bake_n = int(reference.get(math.inf, 0)), int(bake.get(math.inf, 0))
+    common: dict[str, Any] = {
+        "name": name, "kind": MetricKind.latency, "direction": Direction.increase, "critical": critical,
+        "alpha": alpha, "baseline_n": ref_n, "canary_n": bake_n,
+        "effect_name": "bake / reference latency (p50 or p95, whichever moved more)",
+    }
+    if ref_n == 0 or bake_n == 0:
+        missing = "reference latency to bake against" if ref_n == 0 else "requests on the new version yet"
+        return MetricVerdict(verdict=Verdict.inconclusive, reason=f"bake {name}: no {missing}", **common)
+    edges = sorted(b for b in set(bake) & set(reference) if math.isfinite(b))
+    share_alpha = alpha / (2 * max(len(edges), 1))
+    quantiles = {f"p{q * 100:g}": tuple(histogram_quantile(h, q, log_scale=True) for h in (reference, bake))
+                 for q in (0.5, quantile)}
+    shift = _shift(quantiles, Direction.increase)
+    details: dict[str, float] = {"tolerance": tolerance, **{f"{side}_{q}_ms": pair[i] for q, pair in quantiles.items()
+                                                           for i, side in enumerate(("reference", "bake"))}}
+    slower_at = None
+    for edge in edges:
+        ref_above, bake_above = ref_n - int(reference[edge]), bake_n - int(bake[edge])
+        if bake_above / bake_n <= ref_above / ref_n:
+            continue  # observed shares inside both bounds: no evidence at this edge
+        ref_upper = 1.0 if ref_above >= ref_n else float(beta.ppf(1 - share_alpha, ref_above + 1, ref_n - ref_above))
+        bake_lower = rate_bounds(bake_n, bake_above, share_alpha, (1.0, 1.0))[0]
+        if bake_lower > ref_upper:
+            slower_at = edge
+            details.update({"edge_ms": edge * 1000, "bake_share_lower": bake_lower, "reference_share_upper": ref_upper})
+            break
+    text = ", ".join(f"{q} {can:.0f} ms vs {base:.0f} ms" for q, (base, can) in quantiles.items())
+    if slower_at is not None and _beyond(shift, tolerance, Direction.increase):
+        verdict, outcome = Verdict.failed, (
+            f"regression beyond {tolerance:g}x ({details['bake_share_lower']:.0%}+ of requests above "
+            f"{slower_at * 1000:g} ms, reference at most {details['reference_share_upper']:.0%})")
+    elif slower_at is not None:
+        verdict, outcome = Verdict.inconclusive, f"slower, but within {tolerance:g}x: not a regression that matters"
+    else:
+        verdict, outcome = Verdict.inconclusive, "no regression proven"
+    reason = f"bake {name} {text} (reference) after {bake_n} / {ref_n} requests: {outcome}"
+    return MetricVerdict(verdict=verdict, reason=reason, effect=None if math.isnan(shift) else shift,
+                         details=details, **common)

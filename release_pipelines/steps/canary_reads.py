@@ -2,7 +2,7 @@
 
 Reads only, no decisions, and only what the tick's phase needs: in a canary step the platform
 status, resource usage and metrics of the running canaries; during bake those of the promoted
-versions; after bake the pending contract migrations and their missing approvals. A metrics
+versions (now the stable processes); after bake the pending contract migrations and their missing approvals. A metrics
 backend that cannot answer is read as "no evidence" (a wait, never a pass).
 """
 
@@ -42,9 +42,8 @@ def read_tick(product: Product, release: Any, platform: Any, provider: MetricsPr
         status = platform.status(service)
         services[service] = ServiceRead(status.stable_version, status.canary_version)
     for service, version in watched_versions(phase, release.versions, services).items():
-        read = services[service]
+        read = replace(services[service], usage=_resource_usage(product, platform, service))
         if phase is TickPhase.canary:
-            read = replace(read, usage=_resource_usage(product, platform, service))
             stable, canary = read.stable_version or "", version
         else:  # bake: the promoted version is stable now
             stable, canary = version, ""

@@ -198,3 +198,57 @@ def test_error_budgets_of_services_with_an_slo() -> None:
     [budget] = plan.budgets
     assert (budget.service, budget.requests, budget.errors) == ("orders", 12000, 60)
     assert 0 < budget.remaining < 1
+
+
+ORDERS_LATENCY = "- {name: latency, kind: latency, direction: increase, critical: false}\n      bake_seconds"
+SLOWER_SHARES = (0.1, 0.4, 1.0, 1.0)  # the median moves from below 5 ms to above 50 ms
+
+
+def bake_cursor(usage: tuple[float, ...] = ()) -> str:
+    """The cursor the last canary step left: the old version at 1 % errors, SHARES latency, and
+    its memory samples (MB) when given."""
+    def read(requests: int) -> list:
+        return [requests, requests // 100, [[le, round(requests * share)] for le, share in zip(LES, SHARES)]]
+    entry: dict = {"baseline": [read(0), read(20000)], "canary": [read(0), read(5000)]}
+    if usage:
+        entry["resources"] = {"memory": [list(usage), list(usage)]}
+    return json.dumps({"key": "shop-7:1", "reference": {}, "series": {"orders": entry}})
+
+
+def bake_reads(shares: tuple[float, ...] = SHARES, memory_mb: float = 100.0):
+    def at(tick: int) -> TickReads:
+        requests = 200 * (tick + 1)
+        promoted = VersionMetrics("1.1.0", requests, requests // 100,
+                                  tuple((le, round(requests * share)) for le, share in zip(LES, shares)))
+        return TickReads(services={"orders": ServiceRead(
+            "1.1.0", None, MetricsSnapshot("orders", promoted, None), usage={"stable": (memory_mb, 5.0)})})
+    return at
+
+
+def test_a_latency_regression_during_bake_plans_the_rollback() -> None:
+    product = shop((ORDERS_LATENCY, ORDERS_LATENCY.replace("critical: false", "critical: true")))
+    baking = release(ReleaseState.BAKING, step=None, since=2)
+    plan = ticks(product, baking, bake_reads(SLOWER_SHARES), cursor=bake_cursor())
+    assert plan.run is not None and plan.run.job is Job.rollback and plan.verdict["step"] == "bake"
+    reason = plan.run.run_config["ops"]["rollback_start"]["config"]["reason"]
+    assert reason.startswith("regression during bake: orders") and "latency" in reason and "beyond 1.1x" in reason
+    reference = json.loads(plan.cursor)["reference"]["orders"]
+    assert reference["requests"] == 20000 and reference["latency"][-1] == [math.inf, 20000]
+
+
+def test_a_memory_regression_during_bake_plans_the_rollback() -> None:
+    memory = "- {name: memory, kind: memory, direction: increase, critical: true}\n          " + ORDERS_LATENCY
+    product, baking = shop((ORDERS_LATENCY, memory)), release(ReleaseState.BAKING, step=None, since=2)
+    plan = ticks(product, baking, bake_reads(memory_mb=250.0), cursor=bake_cursor((100.0, 104.0, 98.0, 101.0)))
+    assert plan.run is not None and plan.run.job is Job.rollback
+    assert "memory" in plan.run.run_config["ops"]["rollback_start"]["config"]["reason"]
+    assert json.loads(plan.cursor)["series"]["orders"]["resources"]["memory"][:3] == [250.0, 250.0, 250.0]
+
+
+def test_a_healthy_bake_judges_every_metric_and_waits_for_the_time_to_pass() -> None:
+    memory = "- {name: memory, kind: memory, direction: increase, critical: true}\n          " + ORDERS_LATENCY
+    product = shop((ORDERS_LATENCY, memory.replace("critical: false", "critical: true")))
+    baking = release(ReleaseState.BAKING, step=None, since=2)
+    plan = ticks(product, baking, bake_reads(memory_mb=102.0), cursor=bake_cursor((100.0, 104.0, 98.0, 101.0)))
+    assert plan.run is None and plan.skip.startswith("release shop-7 baking: 8 s left")
+    assert {"error_rate_bake_n", "latency_bake_n", "memory_bake_n"} <= set(plan.observations[0].numbers)
