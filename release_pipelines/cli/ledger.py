@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -63,12 +64,24 @@ def verify_ledger() -> None:
 @user_errors
 def checkpoint_command() -> None:
     """Sign the chain head with the deployment key (RELEASE_CHECKPOINT_KEY) and store the checkpoint
-    in the ledger and its copies (RELEASE_CHECKPOINT_FILE, RELEASE_CHECKPOINT_WEBHOOK)."""
-    checkpoint, warnings = write_checkpoint(open_ledger(), CheckpointSettings.from_env())
+    in the ledger and its copies (RELEASE_CHECKPOINT_FILE, RELEASE_CHECKPOINT_WEBHOOK); with
+    DAGSTER_HOME set, also as an asset observation of releases/<product> in that instance."""
+    book = open_ledger()
+    checkpoint, warnings = write_checkpoint(book, CheckpointSettings.from_env())
     for warning in warnings:
         err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
     console.print(f"checkpoint at event {checkpoint.seq} ({checkpoint.head[:12]}) signed by "
                   f"{describe_key(checkpoint.public_key)}", highlight=False)
+    if os.environ.get("DAGSTER_HOME"):
+        # lazy: Dagster takes seconds to import, and history / verify-ledger never need it
+        from dagster import DagsterInstance
+
+        from release_pipelines.orchestration.checkpoints import report_checkpoint
+
+        with DagsterInstance.get() as instance:
+            observed = report_checkpoint(instance, book, checkpoint)
+        console.print(f"observed on {', '.join(observed) or 'no product yet'} (Dagster instance at "
+                      f"{os.environ['DAGSTER_HOME']})", highlight=False)
 
 
 ledger_commands = [history, verify_ledger, checkpoint_command]

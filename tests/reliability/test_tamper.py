@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from dagster import AssetKey, DagsterInstance
 from release_pipelines.resources.checkpoints import CheckpointSettings, write_checkpoint
 from release_pipelines.resources.ledger import Ledger
 from release_pipelines.resources.ledger_schema import event_hash
@@ -140,3 +141,23 @@ def test_checkpoints_the_attacker_signs_are_not_trusted(ledger, monkeypatch: pyt
     write_checkpoint(book, CheckpointSettings.from_env())  # a fresh checkpoint over the rewritten chain
     code, out = verify()
     assert code == 1 and "which is not a trusted checkpoint key" in out, out
+
+
+def test_release_checkpoint_is_an_asset_observation_of_releases(ledger, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """With DAGSTER_HOME set (as for cron on the daemon's machine), `release checkpoint` also writes
+    the checkpoint to that instance's event log as an observation of releases/<product>."""
+    book, _ = ledger
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    result = CliRunner().invoke(main, ["checkpoint"], catch_exceptions=False)
+    out = " ".join(result.output.split())
+    assert result.exit_code == 0 and "observed on releases/shop" in out, out
+    seq, head = book.head()
+    with DagsterInstance.get() as instance:
+        observed = instance.fetch_observations(AssetKey(["releases", "shop"]), limit=5).records
+        [record] = observed
+        metadata = record.asset_observation.metadata
+        assert metadata["checkpoint_seq"].value == seq and metadata["checkpoint_head"].value == head
+        assert "-----BEGIN SSH SIGNATURE-----" in metadata["checkpoint_signature"].value
