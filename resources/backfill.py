@@ -157,6 +157,7 @@ def backfill(
     max_lock_wait_s: float = 0.05,
     max_replica_lag_s: float = 1.5,
     sleep_s: float = 0.0,
+    nice_ratio: float = 0.0,
     max_backoff_s: float = 5.0,
     max_lock_retries: int = 10,
     max_sweeps: int = 3,
@@ -173,7 +174,8 @@ def backfill(
     (between `min_batch_size` and `max_batch_size` rows); they halve when another session has
     waited longer than `max_lock_wait_s` for a lock or a replica lags more than
     `max_replica_lag_s` (gh-ost's default 1.5 s), and the backfill then pauses for a batch's
-    time (or the lag, up to `max_backoff_s`). `sleep_s` is a fixed pause between batches. A
+    time (or the lag, up to `max_backoff_s`). `sleep_s` is a fixed pause between batches, `nice_ratio` one in proportion to the
+    batch's time (gh-ost's --nice-ratio: 1.0 caps the backfill at half the time). A
     batch that hits a lock timeout is retried smaller, after a pause doubling up to
     `max_backoff_s`.
     """
@@ -250,7 +252,8 @@ def backfill(
                 if upto is None:
                     break
                 sizes.append(size)
-                sizer.after_batch(time.monotonic() - batch_started)
+                batch_s = time.monotonic() - batch_started
+                sizer.after_batch(batch_s)
                 rows_done += changed
                 changed_here += changed
                 last = upto
@@ -258,12 +261,12 @@ def backfill(
                     progress(rows_done, rows_total)
                 if (reporter := progress_reporter.get()) is not None:
                     reporter(job, rows_done, rows_total)
-                delay = sleep_s
+                delay = sleep_s + nice_ratio * batch_s
                 if is_postgres and time.monotonic() >= next_probe:
                     lock_wait_s, lag_s = conn.execute(text(_PROBE)).one()
                     if lock_wait_s > max_lock_wait_s or lag_s > max_replica_lag_s:
                         sizer.back_off()
-                        delay = min(max_backoff_s, max(sleep_s, target_batch_s, lag_s))
+                        delay = min(max_backoff_s, max(delay, target_batch_s, lag_s))
                     next_probe = time.monotonic() + probe_interval_s
                 if delay:
                     time.sleep(delay)
