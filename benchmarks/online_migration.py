@@ -44,10 +44,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg2
+from release_pipelines.resources.backfill import backfill, progress_reporter
 from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
-
-from release_pipelines.resources.backfill import backfill, progress_reporter
 
 from benchmarks.common import (
     ROOT,
