@@ -38,6 +38,7 @@ from release_pipelines.assets.great_expectations import (
     run_suite,
     suite_check_name,
 )
+from release_pipelines.assets.keys import AssetKeys
 from release_pipelines.assets.tables import TableAssetTranslator, dagster_name, table_key
 from release_pipelines.resources.database_url import redact, resolve_url
 from sqlalchemy import create_engine
@@ -75,11 +76,11 @@ def gate_metadata(result: GateResult) -> dict[str, MetadataValue]:
 
 
 def gate_check_evaluation(
-    result: GateResult, asset_key: AssetKey | None = None
+    result: GateResult, asset_key: AssetKey | None = None, keys: AssetKeys = AssetKeys()
 ) -> AssetCheckEvaluation:
     """For op jobs: `yield` this before `raise Failure(...)` so the verdict survives the failure."""
     return AssetCheckEvaluation(
-        asset_key=asset_key or _default_key(result),
+        asset_key=asset_key or table_key_of(result, keys),
         check_name=result.gate,
         passed=result.passed,
         severity=_severity(result),
@@ -91,7 +92,7 @@ def gate_check_evaluation(
 def gate_check_result(result: GateResult, asset_key: AssetKey | None = None) -> AssetCheckResult:
     """For asset-check functions, which must yield results rather than evaluations."""
     return AssetCheckResult(
-        asset_key=asset_key or _default_key(result),
+        asset_key=asset_key or table_key_of(result),
         check_name=result.gate,
         passed=result.passed,
         severity=_severity(result),
@@ -241,8 +242,9 @@ def _run_gate(database: Database, check: _PlannedCheck) -> GateResult:
         )
 
 
-def _default_key(result: GateResult) -> AssetKey:
-    return AssetKey([result.database, result.schema, result.table])
+def table_key_of(result: GateResult, keys: AssetKeys = AssetKeys()) -> AssetKey:
+    """The key of the table a gate judged, under the product's key mapping."""
+    return keys.table(result.database, result.schema, result.table)
 
 
 def _severity(result: GateResult) -> AssetCheckSeverity:

@@ -2,8 +2,9 @@
 
 Tables are external assets (migrations change them, Dagster does not compute them): the asset
 graph shows which services write a table (upstream of it) and which read it (downstream).
-Customise keys, groups or metadata by subclassing `TableAssetTranslator`, as with
-dagster-sling's translator; lineage is drawn afterwards from whatever keys it returns.
+Keys and groups come from the product's `AssetKeys` (a prefix for the component's `translation`);
+customise more by subclassing `TableAssetTranslator`, as with dagster-sling's translator; lineage
+is drawn afterwards from whatever keys it returns.
 Keys are always built from lists: `AssetSpec("a/b")` would not split on "/".
 """
 
@@ -29,6 +30,7 @@ from release_pipelines.resources.database_url import resolve_url
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from release_pipelines.assets.keys import AssetKeys
 from release_pipelines.core.errors import ReleaseError
 from release_pipelines.core.lineage import Impact
 from release_pipelines.core.manifest import Database, Manifest, Service, Table
@@ -60,11 +62,14 @@ def column_schema(columns: Mapping[str, str]) -> TableSchema:
 class TableAssetTranslator:
     """Maps manifest tables and services to `AssetSpec`s; override a method to customise."""
 
+    def __init__(self, keys: AssetKeys = AssetKeys()) -> None:
+        self.keys = keys
+
     def get_table_spec(self, database: Database, table: Table) -> AssetSpec:
         kind = storage_kind(database)
         return AssetSpec(
-            key=AssetKey([database.name, table.schema_, table.name]),
-            group_name=dagster_name(database.name),
+            key=self.keys.table(database.name, table.schema_, table.name),
+            group_name=self.keys.group_or(dagster_name(database.name)),
             kinds={kind, "table"} if kind else {"table"},
             description=(
                 f"Table {table.schema_}.{table.name} in database {database.name}, changed by "
@@ -78,8 +83,8 @@ class TableAssetTranslator:
 
     def get_service_spec(self, service: Service) -> AssetSpec:
         return AssetSpec(
-            key=AssetKey(["services", service.name]),
-            group_name="services",
+            key=self.keys.service(service.name),
+            group_name=self.keys.group_or("services"),
             kinds={"service"},
             description=(
                 f"Service {service.name}: reads {_listing(service.reads)}, "
@@ -232,14 +237,15 @@ def table_materialization(
                                 tags={DATA_VERSION_TAG: data_version} if data_version else None)
 
 
-def impact_observations(database: Database, impacts: Sequence[Impact], release_id: str) -> list[AssetObservation]:
+def impact_observations(database: Database, impacts: Sequence[Impact], release_id: str,
+                        keys: AssetKeys = AssetKeys()) -> list[AssetObservation]:
     """Before the contract runs: on each table it breaks, what breaks and who reads the table."""
     schemas = {t.name: t.schema_ for t in database.tables}
     by_table: dict[str, list[Impact]] = {}
     for impact in impacts:
         by_table.setdefault(impact.change.table, []).append(impact)
     return [AssetObservation(
-        asset_key=AssetKey([database.name, schemas.get(table, "public"), table]),
+        asset_key=keys.table(database.name, schemas.get(table, "public"), table),
         description=f"release {release_id} contract will: " + "; ".join(i.change.describe() for i in found),
         metadata={"release_id": release_id, "impact": MetadataValue.md("\n".join(f"- {i.describe()}" for i in found)),
                   "affected_services": sorted({s for i in found for s in i.readers}),

@@ -77,7 +77,8 @@ def environment_manifest(manifest: Manifest, env: Environment) -> Manifest:
 def environment_products(product: Product) -> list[EnvironmentProduct]:
     """One product per declared environment, in promotion order (empty without `environments:`)."""
     manifest = product.manifest
-    return [EnvironmentProduct(environment_manifest(manifest, env), product.path, env.name, manifest.product)
+    return [EnvironmentProduct(environment_manifest(manifest, env), product.path, env.name, manifest.product,
+                               asset_key_prefix=product.asset_key_prefix, asset_group=product.asset_group)
             for env in manifest.environments]
 
 

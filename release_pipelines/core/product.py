@@ -6,7 +6,7 @@ Reading manifests from disk is `release_pipelines.resources.manifest_files`.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from release_pipelines.core.errors import Problem
@@ -15,8 +15,13 @@ from release_pipelines.core.manifest import Manifest
 
 @dataclass(frozen=True)
 class Product:
+    """`asset_key_prefix` and `asset_group` place its tables and services in the asset catalog
+    (`assets.keys.AssetKeys`; set by the component's `translation`, empty by default)."""
+
     manifest: Manifest
     path: Path
+    asset_key_prefix: tuple[str, ...] = field(default=(), kw_only=True)
+    asset_group: str | None = field(default=None, kw_only=True)
 
     @property
     def name(self) -> str:

@@ -9,7 +9,6 @@ approvals when the plan needs them, record the verdict, request the run, emit th
 from datetime import UTC, datetime
 
 from dagster import (
-    AssetKey,
     AssetObservation,
     DefaultSensorStatus,
     JobDefinition,
@@ -20,6 +19,7 @@ from dagster import (
     sensor,
 )
 
+from release_pipelines.assets.keys import AssetKeys
 from release_pipelines.core.canary_tick import Job, TickPlan, VerdictObservation, plan_tick
 from release_pipelines.core.product import Product
 from release_pipelines.orchestration.dagster_resources import (
@@ -37,9 +37,9 @@ from release_pipelines.steps.blue_green import expire_standbys
 from release_pipelines.steps.canary_reads import read_tick
 
 
-def verdict_observation(observation: VerdictObservation) -> AssetObservation:
+def verdict_observation(observation: VerdictObservation, keys: AssetKeys = AssetKeys()) -> AssetObservation:
     return AssetObservation(
-        asset_key=AssetKey(["services", observation.service]),
+        asset_key=keys.service(observation.service),
         description=observation.reason,
         metadata={
             **observation.labels,
@@ -85,7 +85,7 @@ def build_canary_sensor(product: Product, promote_job: JobDefinition, rollback_j
         """Carry the plan out: cursor first, approvals before anything is recorded or requested."""
         if plan.cursor is not None:
             context.update_cursor(plan.cursor)
-        events = [verdict_observation(o) for o in plan.observations] + [
+        events = [verdict_observation(o, AssetKeys.of(product)) for o in plan.observations] + [
             error_budget_observation(product, status.service, status, release.id) for status in plan.budgets]
         approval = plan.approval
         waiting = approval and missing_approvals(product.manifest, book, release, approval.phase, approval.weight)

@@ -11,7 +11,8 @@ from dagster import AssetKey, AssetSpec, Definitions, GraphDefinition
 from dagster._core.definitions.dependency import NodeInvocation
 
 from release_pipelines.assets.checks import checks_job, table_asset_checks
-from release_pipelines.assets.tables import service_asset_specs, table_asset_specs
+from release_pipelines.assets.keys import AssetKeys
+from release_pipelines.assets.tables import TableAssetTranslator, service_asset_specs, table_asset_specs
 from release_pipelines.core.environments import environment_products
 from release_pipelines.core.product import Product
 from release_pipelines.orchestration.canary_sensor import build_canary_sensor
@@ -38,18 +39,19 @@ def product_definitions(product: Product) -> Definitions:
         return environment_definitions(product)
     release, promote, rollback = build_release_job(product), build_promote_job(product), build_rollback_job(product)
     approve, rehearse, contract = build_approval_job(product), build_rehearsal_job(product), build_contract_job(product)
+    translator = TableAssetTranslator(AssetKeys.of(product))
     return Definitions(
         assets=[
-            *table_asset_specs(product.manifest),
-            *service_asset_specs(product.manifest),
+            *table_asset_specs(product.manifest, translator),
+            *service_asset_specs(product.manifest, translator),
             AssetSpec(AssetKey(["releases", product.name]), group_name="releases",
                       description=f"Release records of {product.name}, one materialization per release."),
             AssetSpec(AssetKey(["metrics", product.name]), group_name="releases",
                       description=f"Delivery metrics of {product.name} (duration, change failure rate, "
                       "time to restore, frequency), updated when a release finishes."),
         ],
-        asset_checks=table_asset_checks(product.manifest, product.directory),
-        jobs=[release, promote, rollback, contract, checks_job(product.manifest), approve, rehearse],
+        asset_checks=table_asset_checks(product.manifest, product.directory, translator),
+        jobs=[release, promote, rollback, contract, checks_job(product.manifest, translator), approve, rehearse],
         schedules=[build_release_window_schedule(product, release), build_rehearsal_schedule(product, rehearse)],
         sensors=[
             build_canary_sensor(product, promote, rollback),
@@ -71,8 +73,9 @@ def environment_definitions(product: Product) -> Definitions:
     first environment's databases, since asset keys name tables, not environments)."""
     stages = environment_products(product)
     first = stages[0]
-    assets: list[Any] = [*table_asset_specs(first.manifest), *service_asset_specs(first.manifest)]
-    jobs: list[Any] = [checks_job(first.manifest)]
+    translator = TableAssetTranslator(AssetKeys.of(product))
+    assets: list[Any] = [*table_asset_specs(first.manifest, translator), *service_asset_specs(first.manifest, translator)]
+    jobs: list[Any] = [checks_job(first.manifest, translator)]
     schedules: list[Any] = []
     sensors: list[Any] = []
     for stage in stages:
@@ -94,7 +97,7 @@ def environment_definitions(product: Product) -> Definitions:
             build_failure_sensor(stage, [release, promote, contract], rollback),
             build_records_sensor(stage),
         ]
-    return Definitions(assets=assets, asset_checks=table_asset_checks(first.manifest, first.directory),
+    return Definitions(assets=assets, asset_checks=table_asset_checks(first.manifest, first.directory, translator),
                        jobs=jobs, schedules=schedules, sensors=sensors)
 
 

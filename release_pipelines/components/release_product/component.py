@@ -11,21 +11,23 @@
         prometheus_url: "{{ env.RELEASE_PROMETHEUS_URL }}"
         home: "{{ env.RELEASE_HOME }}"
       translation:                                 # optional, like dagster-sling's translator
+        key_prefix: [acme]                         # acme/services/<svc>, acme/<db>/<schema>/<table>
         group_name: shop_release
 
 `build_defs` gives the definitions `release_pipelines.code_location` gives for the manifest
-(`orchestration.definitions.product_definitions`) plus our resources. Products that name the same
-resource settings share one set of resource objects, so their Definitions merge.
+(`orchestration.definitions.product_definitions`) plus our resources. The translation goes onto the product
+(`asset_key_prefix`, `asset_group`), so its `assets.keys.AssetKeys` names the specs, the checks and
+every event the ops and sensors emit alike. Products that name the same resource settings share
+one set of resource objects, so their Definitions merge.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
 from typing import Annotated
 
 import dagster as dg
 
-from release_pipelines.assets.tables import service_asset_specs, table_asset_specs
 from release_pipelines.components.release_product.scaffolder import ReleaseProductScaffolder
 from release_pipelines.core.errors import ReleaseError
 from release_pipelines.orchestration.dagster_resources import (
@@ -63,6 +65,9 @@ class ReleaseResourceSettings(dg.Resolvable):
 class ReleaseTranslation(dg.Resolvable):
     """How the product's table and service assets appear in the asset catalog."""
 
+    key_prefix: Annotated[list[str] | None, described(
+        "asset key prefix of the product's tables and services (e.g. [acme]: acme/services/<name>, "
+        "acme/<database>/<schema>/<table>); default: none")] = None
     group_name: Annotated[str | None, described(
         "asset group of the product's tables and services (default: one group per database, "
         "and `services`)")] = None
@@ -87,14 +92,10 @@ class ReleaseProductComponent(dg.Component, dg.Resolvable):
         "asset catalog overrides for the product's table and service assets")] = field(default_factory=ReleaseTranslation)
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
-        product = load_product(manifest_path(self.manifest, Path(context.path)))
-        defs = product_definitions(product)
-        group = self.translation.group_name
-        if group:
-            own = {spec.key for spec in (*table_asset_specs(product.manifest), *service_asset_specs(product.manifest))}
-            defs = defs.map_asset_specs(
-                func=lambda spec: spec.replace_attributes(group_name=group) if spec.key in own else spec)
-        return dg.Definitions.merge(defs, dg.Definitions(resources=shared_resources(self.resources)))
+        product = replace(load_product(manifest_path(self.manifest, Path(context.path))),
+                          asset_key_prefix=tuple(self.translation.key_prefix or ()),
+                          asset_group=self.translation.group_name)
+        return dg.Definitions.merge(product_definitions(product), dg.Definitions(resources=shared_resources(self.resources)))
 
 
 ReleaseProduct = ReleaseProductComponent  # the name defs.yaml files written before 0.2 use

@@ -21,6 +21,7 @@ from dagster import (
 )
 
 from release_pipelines.assets.checks import gate_check_evaluation
+from release_pipelines.assets.keys import AssetKeys
 from release_pipelines.assets.tables import table_materialization
 from release_pipelines.core.errors import LedgerError, ReleaseError
 from release_pipelines.core.product import Product
@@ -138,7 +139,7 @@ def begin_step(context: OpExecutionContext, product: Product, what: str, ledger:
 def service_materialization(product: Product, service: str, status, release_id: str, note: str) -> AssetMaterialization:
     """`services/<name>` with the versions that run and the canary's share of traffic."""
     return AssetMaterialization(
-        asset_key=AssetKey(["services", service]),
+        asset_key=AssetKeys.of(product).service(service),
         description=note,
         metadata={
             "release_id": release_id,
@@ -151,13 +152,14 @@ def service_materialization(product: Product, service: str, status, release_id: 
     )
 
 
-def migration_materializations(outcome: MigrationOutcome) -> Iterator[AssetMaterialization]:
+def migration_materializations(outcome: MigrationOutcome, keys: AssetKeys = AssetKeys()) -> Iterator[AssetMaterialization]:
     """One materialization per table a migration step changed (declared or discovered): the diff,
     previous and new column schema, column lineage, impact, and the revision as data version."""
     for change in outcome.tables:
         yield table_materialization(
             outcome.database, change.table, outcome.from_revision, outcome.to_revision, change.statements,
-            change.duration_s, change.row_count, change.columns, changes=change.changes,
+            change.duration_s, change.row_count, change.columns,
+            keys.table(outcome.database, change.table.schema_, change.table.name), changes=change.changes,
             previous_columns=change.previous_columns, data_version=change.data_version,
             column_lineage=change.column_lineage, impacts=change.impacts, lifecycle=change.lifecycle,
             declared=change.declared)
@@ -167,7 +169,7 @@ def gate_evaluations(ctx: StepContext, database: str, rows_before: dict[str, int
     """Run the database's gates and yield each verdict as an asset check evaluation, then stop on a
     blocking failure (yielded first: an event logged before a raise would be lost)."""
     results = gate_steps.run_gates(ctx, database, rows_before)
-    yield from (gate_check_evaluation(r) for r in results)
+    yield from (gate_check_evaluation(r, keys=AssetKeys.of(ctx.product)) for r in results)
     gate_steps.stop_on_blocking_failures(results)
 
 
@@ -197,7 +199,7 @@ def readiness_observation(product: Product, ledger, release_id: str, phase: str)
 def error_budget_observation(product: Product, service: str, status, release_id: str = "") -> AssetObservation:
     """`services/<name>` with the remaining error budget (a `budgets.BudgetStatus`), for the UI plot."""
     return AssetObservation(
-        asset_key=AssetKey(["services", service]),
+        asset_key=AssetKeys.of(product).service(service),
         description=f"{service}: {status.remaining:.0%} of the error budget left",
         metadata={
             "release_id": release_id,

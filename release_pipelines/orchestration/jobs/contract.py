@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from dagster import Config, JobDefinition, OpExecutionContext, in_process_executor, op
 from pydantic import Field
 
+from release_pipelines.assets.keys import AssetKeys
 from release_pipelines.assets.tables import impact_observations
 from release_pipelines.core.bake import bake_remaining
 from release_pipelines.core.errors import ReleaseError
@@ -71,7 +72,7 @@ def build_contract_job(product: Product) -> JobDefinition:
                     f"{', '.join(databases) or 'no database'} (already past the point of no return)"
                 )
                 for database in databases:
-                    yield from migration_materializations(migrate_steps.contract(ctx, database))
+                    yield from migration_materializations(migrate_steps.contract(ctx, database), AssetKeys.of(product))
                     yield from gate_evaluations(ctx, database, {})
                 book.transition(
                     release.id, ReleaseState.COMPLETED, ctx.actor, run_id=context.run_id
@@ -99,7 +100,7 @@ def build_contract_job(product: Product) -> JobDefinition:
                 raise ReleaseError(waiting)
             planned = {db: migrate_steps.contract_impacts(ctx, db) for db in databases}  # before no return
             for db, found in planned.items():
-                yield from impact_observations(product.manifest.database(db), found, release.id)
+                yield from impact_observations(product.manifest.database(db), found, release.id, AssetKeys.of(product))
             book.transition(
                 release.id,
                 ReleaseState.CONTRACTING,
@@ -112,7 +113,7 @@ def build_contract_job(product: Product) -> JobDefinition:
                 f"point of no return - contract migrations on {', '.join(databases)}"
             )
             for database in databases:
-                yield from migration_materializations(migrate_steps.contract(ctx, database, planned[database]))
+                yield from migration_materializations(migrate_steps.contract(ctx, database, planned[database]), AssetKeys.of(product))
                 yield from gate_evaluations(ctx, database, {})
             book.transition(release.id, ReleaseState.COMPLETED, ctx.actor, run_id=context.run_id)
             yield readiness_observation(product, book, release.id, "completed")

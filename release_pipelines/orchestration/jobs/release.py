@@ -21,6 +21,7 @@ from dagster import (
 )
 from pydantic import Field
 
+from release_pipelines.assets.keys import AssetKeys
 from release_pipelines.core.errors import ReleaseError
 from release_pipelines.core.planner import ServiceChange, plan_release
 from release_pipelines.core.product import Product
@@ -130,7 +131,7 @@ def _migrate_op(product: Product, database: str) -> OpDefinition:
             return
         with failing_clearly(ctx, f"migrate {database}"):
             outcome = migrate_steps.expand(ctx, database)
-            yield from migration_materializations(outcome)
+            yield from migration_materializations(outcome, AssetKeys.of(product))
         yield Output({"database": database, "from_revision": outcome.from_revision,
                       "to_revision": outcome.to_revision, "rows_before": outcome.rows_before})
 
