@@ -17,7 +17,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,7 +38,7 @@ from release_pipelines.resources.migrations import (
     failure_summary,
     script_directory,
 )
-from sqlalchemy import MetaData, Table, create_engine, event, insert, inspect, select
+from sqlalchemy import MetaData, Table, create_engine, event, insert, inspect, select, text
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
@@ -263,8 +263,11 @@ def _apply(
         connection.commit()
 
 
-def _copy_sample(live_url: str, shadow: Connection, rows: int) -> None:
-    """Up to `rows` rows of each table from the live database (triggers and FKs off if allowed)."""
+def _copy_sample(live_url: str, shadow: Connection, rows: int, versions: dict[str, str]) -> None:
+    """Up to `rows` rows of each table from the live database (triggers and FKs off if allowed);
+    not Alembic's version table: the shadow database keeps the revision it was replayed to."""
+    version_table = versions.get("version_table", "alembic_version")
+    versions_here = versions.get("version_table_schema") in (None, "public")
     live = create_engine(normalize_url(live_url), poolclass=NullPool)
     try:
         with live.connect() as source:
@@ -273,6 +276,8 @@ def _copy_sample(live_url: str, shadow: Connection, rows: int) -> None:
             except SQLAlchemyError:
                 shadow.rollback()
             for name in inspect(shadow).get_table_names():
+                if name == version_table and versions_here:
+                    continue
                 table = Table(name, MetaData(), autoload_with=shadow)
                 try:
                     sample = source.execute(select(table).limit(rows)).mappings().all()
@@ -319,12 +324,15 @@ def shadow_lint(
             url, poolclass=NullPool, connect_args={"options": "-c statement_timeout=300000"}
         )
         observer = _Observer(engine, url)
-        try:
+
+        def apply_revisions() -> None:
             with engine.connect() as conn:
                 replayed = [i for i in infos if i.revision in applied_live]
                 failed_at = _run(project, scripts, conn, observer, replayed, set(), outcome)
                 if failed_at is None and live_url and sample_rows:
-                    _copy_sample(live_url, conn, sample_rows)
+                    _copy_sample(
+                        live_url, conn, sample_rows, version_table_options(make_config(project))
+                    )
                 todo = [i for i in infos[: last + 1] if i.revision not in applied_live]
                 if failed_at is None:
                     failed_at = _run(project, scripts, conn, observer, todo, set(wanted), outcome)
@@ -334,6 +342,9 @@ def shadow_lint(
                             outcome.failures[revision] = (
                                 f"not reached: {failed_at} failed before it"
                             )
+
+        try:
+            _interruptible(apply_revisions, server_url, url)
         finally:
             engine.dispose()
     suppress = {i.revision: i.lint_suppress for i in infos}
@@ -367,6 +378,49 @@ def _run(project, scripts, conn, observer, infos, watched, outcome) -> None:
             observer.revision = None
         if info.revision in watched:
             outcome.linted.append(info.revision)
+
+
+def _interruptible(work: Callable[[], None], server_url: str, scratch_url: str) -> None:
+    """Run `work` in a thread of its own. psycopg2 keeps the calling thread inside C until the
+    statement in flight returns, so Ctrl-C would wait for a long revision to end (up to the
+    statement timeout); here the interrupt reaches the caller at once, the scratch database's
+    sessions are ended so the worker stops, and the interrupt goes on to the drop."""
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            work()
+        except BaseException as exc:  # noqa: BLE001 - raised again in the calling thread
+            failure.append(exc)
+
+    worker = threading.Thread(target=run, name="shadow-lint", daemon=True)
+    worker.start()
+    try:
+        while worker.is_alive():
+            worker.join(0.1)
+    except BaseException:
+        _end_sessions(server_url, make_url(scratch_url).database)
+        worker.join(timeout=30)
+        raise
+    if failure:
+        raise failure[0]
+
+
+def _end_sessions(server_url: str, database: str | None) -> None:
+    admin = create_engine(
+        normalize_url(server_url), isolation_level="AUTOCOMMIT", poolclass=NullPool
+    )
+    try:
+        with admin.connect() as conn:
+            conn.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = :name AND pid <> pg_backend_pid()"
+                ),
+                {"name": database},
+            )
+    finally:
+        admin.dispose()
 
 
 def _ancestors(by_id: dict[str, RevisionInfo], revision: str | None) -> set[str]:
