@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import dagster as dg
 import pytest
+from dagster.components.core.component_tree import ComponentTree
 
-from release_pipelines.components.release_product.component import ReleaseProductComponent
+from release_pipelines.components.release_product.component import ComponentAttributeError, ReleaseProductComponent
 from tests.release_harness import EXAMPLE, processes_under, release_config, send_load, shop_environment
 
 FIRST = {"catalog": "1.0.0", "orders": "1.0.0", "frontend": "1.0.0"}
@@ -81,3 +82,14 @@ def test_the_release_job_and_canary_sensor_write_under_the_prefix(acme_shop):
         assert instance.get_latest_materialization_event(unprefixed) is None
     stored = set(instance.all_asset_keys())
     assert {k for k in stored if k.path[0] not in ("releases", "metrics")} <= own
+
+
+def test_a_prefix_part_with_a_slash_is_named_against_the_defs_yaml(tmp_path):
+    component = ReleaseProductComponent.from_attributes_dict(attributes={
+        "manifest": str(EXAMPLE), "translation": {"key_prefix": ["acme", "team/shop"]}})
+    context = ComponentTree.for_test().load_context.for_path(tmp_path)
+    with pytest.raises(ComponentAttributeError) as excinfo:
+        component.build_defs(context)
+    assert str(excinfo.value) == (
+        f"{tmp_path / 'defs.yaml'}: attributes.translation.key_prefix[1]: 'team/shop' is not a key part "
+        "(letters, digits, _ and -; write [acme, shop] rather than acme/shop)")

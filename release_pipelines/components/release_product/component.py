@@ -21,6 +21,7 @@ every event the ops and sensors emit alike. Products that name the same resource
 one set of resource objects, so their Definitions merge.
 """
 
+import re
 from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
@@ -93,7 +94,7 @@ class ReleaseProductComponent(dg.Component, dg.Resolvable):
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         product = replace(load_product(manifest_path(self.manifest, Path(context.path))),
-                          asset_key_prefix=tuple(self.translation.key_prefix or ()),
+                          asset_key_prefix=key_prefix(self.translation.key_prefix or [], Path(context.path)),
                           asset_group=self.translation.group_name)
         return dg.Definitions.merge(product_definitions(product), dg.Definitions(resources=shared_resources(self.resources)))
 
@@ -114,6 +115,16 @@ def manifest_path(manifest: str, base: Path) -> Path:
             f"{base / 'defs.yaml'}: attributes.manifest: no release manifest at {path} "
             "(a relative path starts at the folder of defs.yaml)")
     return path
+
+
+def key_prefix(parts: list[str], base: Path) -> tuple[str, ...]:
+    """The prefix as key parts; a part that would not survive `a/b/c` key strings is reported."""
+    for index, part in enumerate(parts):
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", part):
+            raise ComponentAttributeError(
+                f"{base / 'defs.yaml'}: attributes.translation.key_prefix[{index}]: {part!r} is not a key "
+                "part (letters, digits, _ and -; write [acme, shop] rather than acme/shop)")
+    return tuple(parts)
 
 
 @cache
