@@ -18,9 +18,10 @@ import pytest
 from release_pipelines.resources.alembic_config import find_project
 from release_pipelines.resources.migration_render import lint_script
 from release_pipelines.resources.migrations import MigrationRunner, load_revisions
-from release_pipelines.resources.shadow_lint import SCRATCH_PREFIX
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
+
+from tests.scratch_databases import left_behind, scratch_databases
 
 RELEASE = str(Path(sys.executable).parent / "release")
 ALEMBIC = str(Path(sys.executable).parent / "alembic")
@@ -45,7 +46,7 @@ REVISIONS = {
 
 
 def release(*args: str, check: int | None = None) -> subprocess.CompletedProcess:
-    done = subprocess.run([RELEASE, "migrations", *args], capture_output=True, text=True, timeout=300)
+    done = subprocess.run([RELEASE, "migrations", *args], check=False, capture_output=True, text=True, timeout=300)
     if check is not None:
         assert done.returncode == check, (done.stdout, done.stderr)
     assert "Traceback" not in done.stderr, done.stderr
@@ -75,16 +76,6 @@ def init_project(tmp_path: Path, template: str) -> Path:
                    capture_output=True)
     write_revisions(tmp_path / "alembic" / "versions", "engine1" if template == "multidb" else None)
     return tmp_path
-
-
-def scratch_databases(server_url: str) -> int:
-    engine = create_engine(server_url)
-    try:
-        with engine.connect() as conn:
-            return conn.execute(text("SELECT count(*) FROM pg_database WHERE datname LIKE :p"),
-                                {"p": f"{SCRATCH_PREFIX}%"}).scalar_one()
-    finally:
-        engine.dispose()
 
 
 def scalar(url: str, sql: str):
@@ -263,7 +254,7 @@ def test_shadow_lint_observes_locks_and_rewrites_and_leaves_no_database(
     assert "ALTER TABLE accounts took ACCESS EXCLUSIVE and rewrote 1 table (public.accounts)" in messages
     assert any(m.startswith("CREATE INDEX CONCURRENTLY took SHARE UPDATE EXCLUSIVE on public.accounts")
                for m in messages)
-    assert scratch_databases(postgres_server_url) == before
+    assert left_behind(postgres_server_url, before) == set()
 
 
 def test_shadow_lint_drops_its_database_after_a_failing_revision(
@@ -275,7 +266,7 @@ def test_shadow_lint_drops_its_database_after_a_failing_revision(
     (failed,) = [f for f in report.blocking if f.rule == "shadow-failure"]
     assert failed.revision == "v3" and 'relation "no_such_table" does not exist' in failed.message
     assert report.not_linted == [] and report.failed
-    assert scratch_databases(postgres_server_url) == before
+    assert left_behind(postgres_server_url, before) == set()
 
 
 def test_dagster_storage_history_is_linted_or_named_with_its_cause(postgres_server_url: str) -> None:
@@ -290,7 +281,7 @@ def test_dagster_storage_history_is_linted_or_named_with_its_cause(postgres_serv
     assert all("cannot run offline" in reason and "shadow database" in reason for reason in causes.values())
     assert "currently upgrading instance not set" in causes["5c18fd3c2957"]  # needs Dagster's instance
     assert "CREATE INDEX CONCURRENTLY cannot run inside a transaction block" in causes["16e3655b4d9b"]
-    assert scratch_databases(postgres_server_url) == before
+    assert left_behind(postgres_server_url, before) == set()
     irreversible = [r.revision for r in load_revisions(project) if not r.reversible]
     assert len(irreversible) == 43 and "5c18fd3c2957" in irreversible
 
