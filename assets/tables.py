@@ -194,13 +194,27 @@ def table_materialization(
     impacts: Sequence[Impact] = (),
     lifecycle: str = "ALTER",
     declared: bool = True,
+    release_id: str = "",
 ) -> AssetMaterialization:
     """What a migration op yields for each table it changed: revisions, SQL, the schema diff with
     severities, previous and new column schema, column lineage, impact; the data version is the
     last revision that changed the table's shape (unchanged shape: no new data version)."""
     start, end = revision_from or "base", revision_to or "base"
     key = asset_key or AssetKey([database, table.schema_, table.name])
-    metadata: dict[str, object] = {
+    # what a data team looks for first (the UI keeps this order): which release, what changed, who reads it
+    metadata: dict[str, object] = {"release_id": release_id} if release_id else {}
+    if changes:
+        metadata["schema_diff"] = MetadataValue.md(_diff_table(changes))
+        metadata["worst_severity"] = worst(changes) or ""
+    if impacts:
+        metadata["impact"] = MetadataValue.md("\n".join(f"- {i.describe()}" for i in impacts))
+        metadata["affected_services"] = sorted({s for i in impacts for s in i.readers})
+    if column_lineage:
+        metadata["dagster/column_lineage"] = TableColumnLineage(deps_by_column={
+            column: [TableColumnDep(asset_key=AssetKey([*key.path[:-1], source_table]), column_name=source)
+                     for source_table, source in sources]
+            for column, sources in column_lineage.items()})
+    metadata |= {
         "dagster/column_schema": column_schema(columns),
         "dagster/table_name": f"{database}.{table.schema_}.{table.name}",
         "revision_from": start,
@@ -210,29 +224,21 @@ def table_materialization(
         "lifecycle": lifecycle,
         "declared_in_manifest": declared,
     }
+    if previous_columns is not None:
+        metadata["previous_column_schema"] = column_schema(previous_columns)
     if statements:
         metadata["sql"] = MetadataValue.md("```sql\n" + ";\n".join(statements) + ";\n```")
     if row_count is not None:
         metadata["dagster/row_count"] = row_count
-    if previous_columns is not None:
-        metadata["previous_column_schema"] = column_schema(previous_columns)
     if changes:
-        metadata["schema_diff"] = MetadataValue.md(_diff_table(changes))
         metadata["schema_changes"] = MetadataValue.json([asdict(c) for c in changes])
-        metadata["worst_severity"] = worst(changes) or ""
-    if column_lineage:
-        metadata["dagster/column_lineage"] = TableColumnLineage(deps_by_column={
-            column: [TableColumnDep(asset_key=AssetKey([*key.path[:-1], source_table]), column_name=source)
-                     for source_table, source in sources]
-            for column, sources in column_lineage.items()})
-    if impacts:
-        metadata["impact"] = MetadataValue.md("\n".join(f"- {i.describe()}" for i in impacts))
-        metadata["affected_services"] = sorted({s for i in impacts for s in i.readers})
     description = f"migrated {start} -> {end}"
     if lifecycle == "DROP":
         description = f"dropped by revision {data_version or end}"
     elif changes:
         description += ": " + "; ".join(c.describe() for c in changes[:3]) + (" ..." if len(changes) > 3 else "")
+    if release_id:
+        description = f"release {release_id}: {description}"
     return AssetMaterialization(asset_key=key, description=description, metadata=metadata,
                                 tags={DATA_VERSION_TAG: data_version} if data_version else None)
 

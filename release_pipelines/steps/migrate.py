@@ -40,6 +40,7 @@ class MigrationOutcome:
     rows_before: dict[str, int]
     tables: list[TableChange]  # declared tables, and discovered ones the revisions touched
     impacts: list[Impact] = field(default_factory=list)  # contract: breaking changes planned, with readers
+    release_id: str = ""
 
 
 def runner_for(product: Product, database_name: str, application_name: str | None = None) -> MigrationRunner:
@@ -125,7 +126,7 @@ def expand(ctx: StepContext, database_name: str) -> MigrationOutcome:
     ctx.record("migrate:done", database=database_name, from_revision=start, to_revision=end,
                revisions=[r.revision for r in results], seconds=round(time.monotonic() - began, 3))
     changes = lineage_steps.table_changes(tracking, results, _row_counter(ctx, database_name)) if results else []
-    return MigrationOutcome(database_name, start, end, rows_before, changes)
+    return MigrationOutcome(database_name, start, end, rows_before, changes, release_id=ctx.release_id)
 
 
 def contract_impacts(ctx: StepContext, database_name: str) -> list[Impact]:
@@ -164,7 +165,7 @@ def contract(ctx: StepContext, database_name: str, planned: list[Impact] | None 
                revisions=[r.revision for r in results])
     return MigrationOutcome(database_name, start, end, {},
                             lineage_steps.table_changes(tracking, results, _row_counter(ctx, database_name)),
-                            planned)
+                            planned, ctx.release_id)
 
 
 def compensate(ctx: StepContext, database_name: str) -> None:

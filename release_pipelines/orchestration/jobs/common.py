@@ -162,7 +162,7 @@ def migration_materializations(outcome: MigrationOutcome, keys: AssetKeys = Asse
             keys.table(outcome.database, change.table.schema_, change.table.name), changes=change.changes,
             previous_columns=change.previous_columns, data_version=change.data_version,
             column_lineage=change.column_lineage, impacts=change.impacts, lifecycle=change.lifecycle,
-            declared=change.declared)
+            declared=change.declared, release_id=outcome.release_id)
 
 
 def gate_evaluations(ctx: StepContext, database: str, rows_before: dict[str, int]) -> Iterator[AssetCheckEvaluation]:
