@@ -14,7 +14,8 @@ the progress row and returns the count), committed by the server in autocommit. 
 sized by time, as gh-ost and pt-online-schema-change size their chunks: a batch grows while it
 takes less than `target_batch_s` and shrinks when it takes longer, when another session has
 been waiting for a lock (most likely ours) or when a replica lags. The probe for those two
-signals runs at most every `probe_interval_s`, not after every batch.
+signals runs at most every `probe_interval_s`, not after every batch; only sessions waiting for
+a lock the backfill holds count.
 
 Block ranges (`scan="auto"` on PostgreSQL 14+, a plain table and a `where_sql` that excludes
 rows done): each batch is ``UPDATE ... WHERE ctid >= '(a,0)' AND ctid < '(b,0)' AND
@@ -64,12 +65,13 @@ _SAVE = (
     " ON CONFLICT (job) DO UPDATE SET last_key = excluded.last_key,"
     " rows_done = excluded.rows_done, updated_at = CURRENT_TIMESTAMP"
 )
-# Other sessions waiting for a lock (longest wait, seconds) and the worst replica's replay lag.
+# Sessions waiting for a lock the backfill holds (longest wait, seconds) - not any lock wait:
+# others' waits on each other are no reason to slow down - and the worst replica's replay lag.
 _PROBE = (
     "SELECT coalesce(max(extract(epoch FROM clock_timestamp() - query_start)), 0)::float8,"
     " (SELECT coalesce(max(extract(epoch FROM replay_lag)), 0)::float8 FROM pg_stat_replication)"
     " FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
-    " AND pid <> pg_backend_pid()"
+    " AND pid <> pg_backend_pid() AND pg_backend_pid() = ANY (pg_blocking_pids(pid))"
 )
 _BLOCKS = "ctid >= CAST(:lo AS tid) AND ctid < CAST(:hi AS tid)"
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?$")
@@ -172,7 +174,7 @@ def backfill(
     (block ranges rely on it). `scan` is "auto" (block ranges where they apply, else key
     ranges), "blocks" or "keys". Batches grow or shrink to take about `target_batch_s`
     (between `min_batch_size` and `max_batch_size` rows); they halve when another session has
-    waited longer than `max_lock_wait_s` for a lock or a replica lags more than
+    waited longer than `max_lock_wait_s` for a lock the backfill holds or a replica lags more than
     `max_replica_lag_s` (gh-ost's default 1.5 s), and the backfill then pauses for a batch's
     time (or the lag, up to `max_backoff_s`). `sleep_s` is a fixed pause between batches, `nice_ratio` one in proportion to the
     batch's time (gh-ost's --nice-ratio: 1.0 caps the backfill at half the time). A
