@@ -7,7 +7,8 @@ given alpha and power; a sequential test cannot know the effect, so it is a floo
 
 Errors: each tick carries 50-200 requests per side, baseline error rate 0.5 %. Oracle: the
 conditional binomial test (UMP for the rate ratio) at the fewest requests per side that reach
-50 % / 80 % power. Kayenta judges per-interval error rates; Flagger's limit is 1 % errors.
+50 % / 80 % power; "SPRT, effect known" is the anytime-valid counterpart (the likelihood ratio
+against the true ratio, stopped at 1/alpha): no anytime-valid test can be expected to beat it. Kayenta judges per-interval error rates; Flagger's limit is 1 % errors.
 
 Latency: raw samples, 10 per side per look, up to `--looks` looks, log-normal (median 100 ms,
 sigma 0.5), the canary multiplied by the factor. This judge runs on the raw samples and on the
@@ -78,6 +79,15 @@ def error_oracle(factor: float, alpha: float, power: float) -> float:
     return math.inf
 
 
+def known_effect_sprt_fails(base_n, base_k, can_n, can_k, factor: float, alpha: float) -> np.ndarray:
+    """The likelihood-ratio test of R = 1 against the true R (known), stopped at 1/alpha: the
+    fewest samples any anytime-valid test needs (growth-optimal for that R), where the oracle is
+    the fixed-sample limit. Same conditional binomial model as the judge."""
+    odds = can_n / base_n
+    step = can_k * math.log(factor) - (base_k + can_k) * np.log((1 + odds * factor) / (1 + odds))
+    return np.cumsum(step, axis=-1) >= math.log(1 / alpha)
+
+
 def error_scenario(rng: np.random.Generator, factor: float, canaries: int, ticks: int, alpha: float) -> dict:
     base_n = rng.integers(50, 201, (canaries, ticks))
     can_n = rng.integers(50, 201, (canaries, ticks))
@@ -88,7 +98,8 @@ def error_scenario(rng: np.random.Generator, factor: float, canaries: int, ticks
         "this judge": first_fail(ratio_test_path(base_n, base_k, can_n, can_k, alpha=alpha).verdict == FAIL, samples),
         "Kayenta MW": first_fail(kayenta_fails(base_k / base_n, can_k / can_n), samples),
         "Flagger": first_fail(flagger_fails(can_k / can_n > FLAGGER_MAX_ERROR_RATE), samples),
-    }
+    } | ({"SPRT, effect known": first_fail(known_effect_sprt_fails(base_n, base_k, can_n, can_k, factor, alpha),
+                                            samples)} if factor > 1 else {})
 
 
 # ------------------------------------------------------------------ latency
