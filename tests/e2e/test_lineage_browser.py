@@ -47,7 +47,7 @@ def test_a_changed_tables_page_says_which_release_changed_it_and_what_reads_it(
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=str(chromium_path), headless=True, args=CHROMIUM_FLAGS)
             try:
-                page = browser.new_context(viewport={"width": 1600, "height": 1300}).new_page()
+                page = browser.new_context(viewport={"width": 1600, "height": 2000}).new_page()
                 page.set_default_timeout(UI_TIMEOUT_MS)
                 # the table's page: its columns now, the release that last changed it, what it did, who reads it
                 _open(page, f"{servers.url}/assets/app_db/public/orders", "email_normalized")
@@ -63,6 +63,10 @@ def test_a_changed_tables_page_says_which_release_changed_it_and_what_reads_it(
 
                 # the release record: the data team's summary
                 _open(page, f"{servers.url}/assets/releases/ledgerly", "data_summary")
+                row = page.locator("tr", has_text="data_summary")
+                row.get_by_text("Show Markdown").first.click()
+                expect(page.get_by_text("What this release did to the data").first).to_be_visible()
+                expect(page.get_by_text("Readers to tell: billing.").first).to_be_visible()
                 page.screenshot(path=str(artifacts_dir / "lineage-release-record.png"), full_page=True)
             finally:
                 browser.close()

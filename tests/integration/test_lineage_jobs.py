@@ -73,6 +73,8 @@ def test_a_release_through_the_jobs_leaves_its_lineage_in_the_instance(staged, r
     previous = [c.name for c in expanded.metadata["previous_column_schema"].value.columns]
     new = [c.name for c in expanded.metadata["dagster/column_schema"].value.columns]
     assert "total_cents" not in previous and {"total_cents", "amount_cents", "email_normalized"} <= set(new)
+    assert contracted.metadata["release_id"].value == ran.release
+    assert contracted.description.startswith(f"release {ran.release}: migrated 0003_expand -> 0004_contract")
     assert contracted.tags["dagster/data_version"] == "0004_contract"
     assert contracted.metadata["worst_severity"].value == "destructive"
     diff = contracted.metadata["schema_diff"].value
@@ -87,7 +89,7 @@ def test_a_release_through_the_jobs_leaves_its_lineage_in_the_instance(staged, r
     assert made.metadata["declared_in_manifest"].value is False and made.metadata["lifecycle"].value == "CREATE"
     assert made.tags["dagster/data_version"] == "0003_expand"
     assert dropped.metadata["lifecycle"].value == "DROP"
-    assert dropped.description == "dropped by revision 0004_contract"
+    assert dropped.description == f"release {ran.release}: dropped by revision 0004_contract"
     assert dropped.metadata["dagster/column_schema"].value.columns == []
 
     # the impact, observed on the tables before the point of no return (the contracting transition)
@@ -103,6 +105,11 @@ def test_a_release_through_the_jobs_leaves_its_lineage_in_the_instance(staged, r
                        e.dagster_event.event_type is DagsterEventType.ASSET_OBSERVATION and
                        e.dagster_event.asset_key == ORDERS)
     assert observed_at < warned
+    preflight_run = shop.ledger.events(ran.release)[0].run_id
+    preflight_log = [r.event_log_entry.user_message for r in
+                     instance.get_records_for_run(preflight_run, limit=2000).records]
+    assert any("app_db contract (later, by the contract job): orders.email: column dropped" in m
+               for m in preflight_log), preflight_log
     kinds = [e.kind for e in shop.ledger.events(ran.release)]
     assert kinds.index("schema:impact") < kinds.index("state:contracting")
 
