@@ -39,8 +39,7 @@ from tests.e2e_support import (
     write_instance,
 )
 
-pytestmark = [pytest.mark.slow, pytest.mark.postgres,
-              pytest.mark.xdist_group("production_mode")]  # one stack for the module, tests in order
+pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
 LOCATION = "release_pipelines"
 FIRST = {"catalog": "1.0.0", "orders": "1.0.0", "frontend": "1.0.0"}

@@ -34,7 +34,7 @@ from release_pipelines.core.manifest import Canary, Deploy, LocalDeploy, Manifes
 from release_pipelines.core.metrics import MetricsSnapshot
 from tests.prometheus_server import Processes, PrometheusServer, free_port, wait_until
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("prometheus_metrics")]  # one Prometheus for the module
+pytestmark = pytest.mark.slow
 
 SERVICE = "catalog"
 STABLE, CANARY = "1.0.0", "1.1.0-bad"

@@ -19,7 +19,6 @@ from tests.prometheus_server import Processes, free_port, stop
 
 SERVICE = "catalog"
 STABLE, CANARY = "1.0.0", "1.1.0"
-pytestmark = pytest.mark.xdist_group("router_metrics")  # one router stack for the module
 
 
 def _descendants() -> set[int]:
