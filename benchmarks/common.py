@@ -125,8 +125,9 @@ def tree_parents(count: int, fanout: int = 3) -> list[list[int]]:
     return [[] if i == 0 else [(i - 1) // fanout] for i in range(count)]
 
 
-def write_command_manifest(directory: Path, product: str, count: int, shape: str = "tree") -> Path:
-    """A manifest of `count` no-op services: `tree` (fan-out 3) or `chain` (each needs the last)."""
+def write_command_manifest(directory: Path, product: str, count: int, shape: str = "tree", prefix: str = "s") -> Path:
+    """A manifest of `count` no-op services named `<prefix>000`...: `tree` (fan-out 3) or `chain`
+    (each needs the last); products of one code location need different prefixes."""
     directory.mkdir(parents=True, exist_ok=True)
     if shape == "chain":
         parents = [[] if i == 0 else [i - 1] for i in range(count)]
@@ -134,7 +135,7 @@ def write_command_manifest(directory: Path, product: str, count: int, shape: str
         parents = tree_parents(count)
     lines = [f"product: {product}\n", "platform: command\n", "services:\n"]
     for i in range(count):
-        lines.append(command_service(f"s{i:03d}", [f"s{p:03d}" for p in parents[i]]))
+        lines.append(command_service(f"{prefix}{i:03d}", [f"{prefix}{p:03d}" for p in parents[i]]))
     path = directory / "release.yaml"
     path.write_text("".join(lines))
     return path

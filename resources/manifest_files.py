@@ -6,6 +6,7 @@ and turns file-system errors into the same `ManifestError` with the file named.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 from release_pipelines.resources.signatures import with_signer_keys
@@ -32,7 +33,14 @@ def load_manifest(path: str | Path) -> Manifest:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ManifestError([Problem("", f"not UTF-8 text (byte {exc.start})", str(path))]) from None
-    return with_signer_keys(parse_manifest(text, str(path)), path, APPROVAL_NAMESPACE)
+    return with_signer_keys(parsed_manifest(text, str(path)), path, APPROVAL_NAMESPACE)
+
+
+@lru_cache(maxsize=256)
+def parsed_manifest(text: str, file: str) -> Manifest:
+    """`parse_manifest`, once per content (manifests are frozen): a code server, the component and
+    the CLI parse the same files again and again. Signer files are read on every load."""
+    return parse_manifest(text, file)
 
 
 def load_product(path: str | Path) -> Product:

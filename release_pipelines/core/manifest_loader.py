@@ -187,12 +187,17 @@ def _problems_from_validation(exc: ValidationError, file: str | None, lines: dic
     return problems
 
 
+# libyaml's SafeLoader when PyYAML was built with it: pure-Python parsing was half of loading a
+# 500-service manifest's definitions
+SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def parse_manifest(text: str, file: str | None = None) -> Manifest:
     """Validate manifest text; raise ManifestError listing every problem found."""
     if len(text.encode("utf-8", "surrogatepass")) > MAX_MANIFEST_BYTES:
         raise ManifestError([Problem("", f"file is larger than {MAX_MANIFEST_BYTES} bytes", file)])
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = yaml.compose(text, Loader=SAFE_LOADER)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
@@ -218,7 +223,7 @@ def parse_manifest(text: str, file: str | None = None) -> Manifest:
             [Problem(format_path(loc), "key given twice", file, line) for loc, line in duplicates]
         )
     try:
-        data = yaml.load(text, Loader=yaml.SafeLoader)  # noqa: S506 - SafeLoader
+        data = yaml.load(text, Loader=SAFE_LOADER)  # noqa: S506 - SafeLoader
     except yaml.MarkedYAMLError as exc:  # e.g. a !!python/... tag: say which and where
         mark = exc.problem_mark
         reason = " ".join(str(exc.problem or type(exc).__name__).split())

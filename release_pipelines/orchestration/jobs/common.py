@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from dagster import (
@@ -13,9 +13,11 @@ from dagster import (
     AssetKey,
     AssetMaterialization,
     AssetObservation,
+    DependencyDefinition,
     Failure,
     GraphDefinition,
     MetadataValue,
+    MultiDependencyDefinition,
     NodeInvocation,
     OpExecutionContext,
 )
@@ -212,18 +214,30 @@ def error_budget_observation(product: Product, service: str, status, release_id:
 
 
 def product_job(product: Product, name: str, description: str, node_defs: list, dependencies: dict,
-                kind: str, executor_def=None):
+                kind: str, executor_def=None, aliases: dict[str, str] | None = None):
     """A job whose op definitions are named `<product>__<op>` but invoked under their short names.
 
     Dagster needs op definition names unique across a code location, and every product builds
     ops called `preflight`, `promote_step`...; the alias keeps run config (`ops: {preflight: ...}`)
-    and the graph view readable.
+    and the graph view readable. A definition already named `<product>__<op>` is used as it is
+    (renaming copies it, which costs as much as building it). `aliases` maps more node names to
+    the op they invoke (`deploy_orders` -> `deploy`): one definition per kind of step, and an op
+    named there is invoked only under its aliases.
     """
-    renamed = [d.with_replaced_properties(name=f"{product.name}__{d.name}") for d in node_defs]
-    invocations = {
-        NodeInvocation(f"{product.name}__{d.name}", alias=d.name): dict(dependencies.get(d.name, {}))
-        for d in node_defs
-    }
-    graph = GraphDefinition(name=f"{product.name}_{name}", description=description, node_defs=renamed,
+    prefix = f"{product.name}__"
+    by_short = {d.name.removeprefix(prefix): d if d.name.startswith(prefix) else
+                d.with_replaced_properties(name=prefix + d.name) for d in node_defs}
+    aliases = aliases or {}
+    nodes = {short: short for short in by_short if short not in set(aliases.values())} | aliases
+    invocations = {NodeInvocation(by_short[short].name, alias=node): dict(dependencies.get(node, {}))
+                   for node, short in nodes.items()}
+    graph = GraphDefinition(name=f"{product.name}_{name}", description=description,
+                            node_defs=[by_short[short] for short in dict.fromkeys(nodes.values())],
                             dependencies=invocations)
     return graph.to_job(tags={TAG_PRODUCT: product.name, TAG_KIND: kind}, executor_def=executor_def)
+
+
+def after(upstream: Iterable[str]) -> dict[str, MultiDependencyDefinition]:
+    """The `after` input of a node that waits for every op in `upstream` (none: no dependency)."""
+    ops = list(upstream)
+    return {"after": MultiDependencyDefinition([DependencyDefinition(u) for u in ops])} if ops else {}

@@ -94,7 +94,7 @@ def promote_canaries(step: Step, product: Product, canaries: list[str], resuming
 
 
 def build_promote_job(product: Product) -> JobDefinition:
-    @op(name="promote_step", out={}, tags={"kind": "traffic"})
+    @op(name=f"{product.name}__promote_step", out={}, tags={"kind": "traffic"})
     def promote_step(
         context: OpExecutionContext,
         config: PromoteConfig,

@@ -143,7 +143,7 @@ def rehearse(
 
 
 def build_rehearsal_job(product: Product) -> JobDefinition:
-    @op(name="rehearse_rollback", tags={"kind": "rehearsal"})
+    @op(name=f"{product.name}__rehearse_rollback", tags={"kind": "rehearsal"})
     def rehearse_rollback(
         context: OpExecutionContext,
         config: RehearsalConfig,

@@ -17,6 +17,7 @@ from dagster import (
     OpExecutionContext,
     Out,
     Output,
+    multi_or_in_process_executor,
     op,
 )
 from pydantic import Field
@@ -35,6 +36,7 @@ from release_pipelines.orchestration.dagster_resources import (
 )
 from release_pipelines.orchestration.jobs.common import (
     actor_of,
+    after,
     failing_clearly,
     gate_evaluations,
     migration_materializations,
@@ -54,6 +56,25 @@ from release_pipelines.steps.preflight import preflight_problems
 from release_pipelines.steps.traffic import apply_weights
 
 
+# imported once by the forkserver, so a step's process starts with Dagster and this package loaded
+PRELOAD_MODULES = ["dagster", "release_pipelines.orchestration.definitions"]
+
+
+def _forkserver_unless_chosen(config: dict) -> dict:
+    """Multiprocess steps fork from a server that imported Dagster and this package once, instead
+    of a fresh interpreter per step importing them (seconds each); `start_method` in run config
+    still wins."""
+    mode, options = next(iter(config.items()), ("multiprocess", {}))  # nothing chosen: the default
+    if mode == "multiprocess" and not options.get("start_method"):
+        options = {**options, "start_method": {"forkserver": {"preload_modules": PRELOAD_MODULES}}}
+    return {mode: options}
+
+
+# the default executor (multiprocess, or in_process by run config) with forkserver as the start method
+release_executor = multi_or_in_process_executor.configured(
+    _forkserver_unless_chosen, config_schema=multi_or_in_process_executor.config_schema.as_field())
+
+
 class ReleaseConfig(Config):
     """What a person gives at launch (Launchpad, CLI, schedule)."""
 
@@ -69,7 +90,7 @@ def _metrics_provider(services):
 
 
 def _preflight_op(product: Product) -> OpDefinition:
-    @op(name="preflight", out=Out(str, description="release id"), tags={"kind": "preflight"})
+    @op(name=f"{product.name}__preflight", out=Out(str, description="release id"), tags={"kind": "preflight"})
     def preflight(
         context: OpExecutionContext,
         config: ReleaseConfig,
@@ -158,13 +179,17 @@ def _gate_op(product: Product, database: str) -> OpDefinition:
     return gate
 
 
-def _deploy_op(product: Product, service: str, upstream: list[str]) -> OpDefinition:
-    ins = {"release_id": In(str)} | {f"after_{u}": In(Nothing) for u in upstream}
+def _deploy_op(product: Product) -> OpDefinition:
+    """One definition for every service, invoked as `deploy_<service>` (the node name says which):
+    building an op per service made definitions of a 500-service product take seconds to load."""
+    service_of = {op_name("deploy", s.name): s.name for s in product.manifest.services}
 
-    @op(name=op_name("deploy", service), ins=ins, out=Out(Nothing), tags={"kind": "deploy"})
+    @op(name=f"{product.name}__deploy", ins={"release_id": In(str), "after": In(Nothing)}, out=Out(Nothing),
+        tags={"kind": "deploy"})
     def deploy(context: OpExecutionContext, release_id: str, release_ledger: LedgerResource,
                release_platform: PlatformResource):
         """Start the new version beside stable at 0 % traffic and wait until it is healthy."""
+        service = service_of[context.op_handle.name]
         book = release_ledger.open()
         release = book.get(release_id)
         if service not in release.versions:
@@ -179,10 +204,9 @@ def _deploy_op(product: Product, service: str, upstream: list[str]) -> OpDefinit
     return deploy
 
 
-def _first_step_op(product: Product, upstream: list[str]) -> OpDefinition:
-    ins = {"release_id": In(str)} | {f"after_{u}": In(Nothing) for u in upstream}
-
-    @op(name="start_canary", ins=ins, out=Out(str), tags={"kind": "traffic"})
+def _first_step_op(product: Product) -> OpDefinition:
+    @op(name=f"{product.name}__start_canary", ins={"release_id": In(str), "after": In(Nothing)}, out=Out(str),
+        tags={"kind": "traffic"})
     def start_canary(context: OpExecutionContext, release_id: str, release_ledger: LedgerResource,
                      release_platform: PlatformResource, release_flags: FlagsResource):
         """First traffic step: each canary gets its first share; the canary sensor takes it from here.
@@ -221,10 +245,13 @@ def _first_step_op(product: Product, upstream: list[str]) -> OpDefinition:
 
 
 def build_release_job(product: Product) -> JobDefinition:
+    """Every service and database is a node, so the job graph shows the dependency waves; a node
+    waits for what it depends on through its `after` input (a fan-in of Nothing outputs)."""
     manifest = product.manifest
     database_names = {d.name for d in manifest.databases}
-    nodes: list[OpDefinition] = [_preflight_op(product)]
-    deps: dict[str, dict[str, DependencyDefinition]] = {}
+    nodes: list[OpDefinition] = [_preflight_op(product), _first_step_op(product)]
+    deps: dict[str, dict] = {}
+    aliases: dict[str, str] = {}
     finished_by: dict[str, str] = {}  # graph node (service/db) -> op whose completion means "ready"
     for database in manifest.databases:
         migrate_name, gate_name = op_name("migrate", database.name), op_name("gate", database.name)
@@ -235,22 +262,18 @@ def build_release_job(product: Product) -> JobDefinition:
             "migration": DependencyDefinition(migrate_name),
         }
         finished_by[database.name] = gate_name
+    if manifest.services:
+        nodes.append(_deploy_op(product))
     for service in manifest.services:
         finished_by[service.name] = op_name("deploy", service.name)
     for service in manifest.services:
-        upstream = [finished_by[d] for d in service.depends_on]
         name = op_name("deploy", service.name)
-        nodes.append(_deploy_op(product, service.name, upstream))
-        deps[name] = {"release_id": DependencyDefinition("preflight")} | {
-            f"after_{u}": DependencyDefinition(u) for u in upstream
-        }
+        aliases[name] = "deploy"
+        deps[name] = {"release_id": DependencyDefinition("preflight")} | after(finished_by[d] for d in service.depends_on)
     every = [finished_by[n] for n in sorted(finished_by) if n not in database_names] + [
         finished_by[d] for d in sorted(database_names)
     ]
-    nodes.append(_first_step_op(product, every))
-    deps["start_canary"] = {"release_id": DependencyDefinition("preflight")} | {
-        f"after_{u}": DependencyDefinition(u) for u in every
-    }
+    deps["start_canary"] = {"release_id": DependencyDefinition("preflight")} | after(every)
     return product_job(
         product,
         "release",
@@ -259,4 +282,6 @@ def build_release_job(product: Product) -> JobDefinition:
         nodes,
         deps,
         "release",
+        executor_def=release_executor,
+        aliases=aliases,
     )

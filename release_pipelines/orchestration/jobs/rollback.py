@@ -29,6 +29,7 @@ from release_pipelines.orchestration.dagster_resources import (
     PlatformResource,
 )
 from release_pipelines.orchestration.jobs.common import (
+    after,
     begin_step,
     failing_clearly,
     op_name,
@@ -50,7 +51,7 @@ class RollbackConfig(Config):
 
 
 def _start_op(product: Product) -> OpDefinition:
-    @op(name="rollback_start", out=Out(str), tags={"kind": "rollback"})
+    @op(name=f"{product.name}__rollback_start", out=Out(str), tags={"kind": "rollback"})
     def rollback_start(context: OpExecutionContext, config: RollbackConfig, release_ledger: LedgerResource,
                        release_flags: FlagsResource) -> str:
         """Enter rolling_back and turn the release's flags off before any traffic moves."""
@@ -82,15 +83,18 @@ def _start_op(product: Product) -> OpDefinition:
     return rollback_start
 
 
-def _revert_service_op(product: Product, service: str, after: list[str]) -> OpDefinition:
-    ins = {"release_id": In(str)} | {f"after_{a}": In(Nothing) for a in after}
+def _revert_service_op(product: Product) -> OpDefinition:
+    """One definition for every service, invoked as `revert_<service>` (the node name says which)."""
+    service_of = {op_name("revert", s.name): s.name for s in product.manifest.services}
 
-    @op(name=op_name("revert", service), ins=ins, out=Out(Nothing), tags={"kind": "rollback"})
+    @op(name=f"{product.name}__revert_service", ins={"release_id": In(str), "after": In(Nothing)}, out=Out(Nothing),
+        tags={"kind": "rollback"})
     def revert(context: OpExecutionContext, release_id: str, release_ledger: LedgerResource,
                release_platform: PlatformResource):
         """All traffic back to the previous version; the canary (or promoted version) stopped."""
         if release_id == NOTHING_TO_DO:
             return
+        service = service_of[context.op_handle.name]
         step = begin_step(context, product, f"revert {service}", release_ledger, release_id, release_platform)
         release = step.release
         if service not in release.versions:
@@ -105,10 +109,9 @@ def _revert_service_op(product: Product, service: str, after: list[str]) -> OpDe
     return revert
 
 
-def _revert_database_op(product: Product, database: str, after: list[str]) -> OpDefinition:
-    ins = {"release_id": In(str)} | {f"after_{a}": In(Nothing) for a in after}
-
-    @op(name=op_name("revert", database), ins=ins, out=Out(Nothing), tags={"kind": "rollback"})
+def _revert_database_op(product: Product, database: str) -> OpDefinition:
+    @op(name=f"{product.name}__{op_name('revert', database)}", ins={"release_id": In(str), "after": In(Nothing)},
+        out=Out(Nothing), tags={"kind": "rollback"})
     def revert_database(context: OpExecutionContext, release_id: str, release_ledger: LedgerResource):
         """Undo this release's expand migrations as the manifest's rollback strategy says."""
         if release_id == NOTHING_TO_DO:
@@ -120,10 +123,9 @@ def _revert_database_op(product: Product, database: str, after: list[str]) -> Op
     return revert_database
 
 
-def _finish_op(product: Product, after: list[str]) -> OpDefinition:
-    ins = {"release_id": In(str)} | {f"after_{a}": In(Nothing) for a in after}
-
-    @op(name="rollback_finish", ins=ins, tags={"kind": "rollback"})
+def _finish_op(product: Product) -> OpDefinition:
+    @op(name=f"{product.name}__rollback_finish", ins={"release_id": In(str), "after": In(Nothing)},
+        tags={"kind": "rollback"})
     def rollback_finish(context: OpExecutionContext, release_id: str, release_ledger: LedgerResource,
                         release_platform: PlatformResource):
         """Check nothing of the release still takes traffic, then record rolled_back."""
@@ -157,20 +159,16 @@ def build_rollback_job(product: Product) -> JobDefinition:
         for dep in service.depends_on:
             dependents[dep].append(service.name)
     database_names = {d.name for d in manifest.databases}
-    nodes: list[OpDefinition] = [_start_op(product)]
-    deps: dict[str, dict[str, DependencyDefinition]] = {}
+    nodes: list[OpDefinition] = [_start_op(product), _finish_op(product)]
+    nodes += [_revert_service_op(product)] if manifest.services else []
+    nodes += [_revert_database_op(product, d) for d in sorted(database_names)]
+    deps: dict[str, dict] = {}
+    aliases = {op_name("revert", s.name): "revert_service" for s in manifest.services}
     for name in sorted(dependents):
-        after = [op_name("revert", d) for d in sorted(dependents[name])]
-        builder = _revert_database_op if name in database_names else _revert_service_op
-        nodes.append(builder(product, name, after))
-        deps[op_name("revert", name)] = {"release_id": DependencyDefinition("rollback_start")} | {
-            f"after_{a}": DependencyDefinition(a) for a in after
-        }
-    every = [op_name("revert", n) for n in sorted(dependents)]
-    nodes.append(_finish_op(product, every))
-    deps["rollback_finish"] = {"release_id": DependencyDefinition("rollback_start")} | {
-        f"after_{a}": DependencyDefinition(a) for a in every
-    }
+        deps[op_name("revert", name)] = {"release_id": DependencyDefinition("rollback_start")} | after(
+            op_name("revert", d) for d in sorted(dependents[name]))
+    deps["rollback_finish"] = {"release_id": DependencyDefinition("rollback_start")} | after(
+        op_name("revert", n) for n in sorted(dependents))
     return product_job(
         product,
         "rollback",
@@ -180,4 +178,5 @@ def build_rollback_job(product: Product) -> JobDefinition:
         deps,
         "rollback",
         executor_def=in_process_executor,  # one process: a rollback must not pay a process per step
+        aliases=aliases,
     )
