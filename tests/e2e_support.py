@@ -254,3 +254,10 @@ class BackgroundLoad:
                 sent += result.sent
             if not sent:
                 self._stop.wait(0.5)
+
+
+def skip_dagster_welcome(page) -> None:
+    """A fresh Dagster instance greets with a 'Join the Dagster community' dialog that can appear
+    seconds after a page loads (later on a loaded machine) and then blocks clicks: Playwright
+    dismisses it whenever it shows up before an action."""
+    page.add_locator_handler(page.get_by_role("button", name="Skip"), lambda skip: skip.click())

@@ -23,6 +23,7 @@ from tests.e2e_support import (
     DagsterServers,
     kill_processes,
     processes_with_env,
+    skip_dagster_welcome,
     stop_platform,
     write_instance,
 )
@@ -82,7 +83,9 @@ def page(chromium_path: Path):
         try:
             context = browser.new_context(viewport={"width": 1600, "height": 1000})
             context.set_default_timeout(UI_TIMEOUT_MS)
-            yield context.new_page()
+            page = context.new_page()
+            skip_dagster_welcome(page)
+            yield page
         finally:
             browser.close()
 

@@ -13,7 +13,12 @@ import os
 import pytest
 
 from tests.e2e.conftest import CHROMIUM_FLAGS
-from tests.e2e_support import DagsterServers, kill_processes, processes_with_env
+from tests.e2e_support import (
+    DagsterServers,
+    kill_processes,
+    processes_with_env,
+    skip_dagster_welcome,
+)
 from tests.lineage_release import instance_at, run_lineage_release, stage_product
 from tests.release_harness import Shop
 
@@ -49,6 +54,7 @@ def test_a_changed_tables_page_says_which_release_changed_it_and_what_reads_it(
             try:
                 page = browser.new_context(viewport={"width": 1600, "height": 2000}).new_page()
                 page.set_default_timeout(UI_TIMEOUT_MS)
+                skip_dagster_welcome(page)
                 # the table's page: its columns now, the release that last changed it, what it did, who reads it
                 _open(page, f"{servers.url}/assets/app_db/public/orders", "email_normalized")
                 for text in (ran.release, "orders.email: column dropped", "0004_contract", "read by billing",
