@@ -38,7 +38,7 @@ from release_pipelines.assets.great_expectations import (
     run_suite,
     suite_check_name,
 )
-from release_pipelines.assets.keys import AssetKeys
+from release_pipelines.assets.keys import DEFAULT_KEYS, AssetKeys
 from release_pipelines.assets.tables import TableAssetTranslator, dagster_name, table_key
 from release_pipelines.resources.database_url import redact, resolve_url
 from sqlalchemy import create_engine
@@ -76,7 +76,7 @@ def gate_metadata(result: GateResult) -> dict[str, MetadataValue]:
 
 
 def gate_check_evaluation(
-    result: GateResult, asset_key: AssetKey | None = None, keys: AssetKeys = AssetKeys()
+    result: GateResult, asset_key: AssetKey | None = None, keys: AssetKeys = DEFAULT_KEYS
 ) -> AssetCheckEvaluation:
     """For op jobs: `yield` this before `raise Failure(...)` so the verdict survives the failure."""
     return AssetCheckEvaluation(
@@ -242,7 +242,7 @@ def _run_gate(database: Database, check: _PlannedCheck) -> GateResult:
         )
 
 
-def table_key_of(result: GateResult, keys: AssetKeys = AssetKeys()) -> AssetKey:
+def table_key_of(result: GateResult, keys: AssetKeys = DEFAULT_KEYS) -> AssetKey:
     """The key of the table a gate judged, under the product's key mapping."""
     return keys.table(result.database, result.schema, result.table)
 

@@ -35,3 +35,6 @@ class AssetKeys:
 
     def group_or(self, default: str) -> str:
         return self.group or default
+
+
+DEFAULT_KEYS = AssetKeys()

@@ -26,11 +26,11 @@ from dagster import (
     TableSchema,
 )
 from dagster._core.definitions.data_version import DATA_VERSION_TAG
+from release_pipelines.assets.keys import DEFAULT_KEYS, AssetKeys
 from release_pipelines.resources.database_url import resolve_url
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from release_pipelines.assets.keys import AssetKeys
 from release_pipelines.core.errors import ReleaseError
 from release_pipelines.core.lineage import Impact
 from release_pipelines.core.manifest import Database, Manifest, Service, Table
@@ -62,7 +62,7 @@ def column_schema(columns: Mapping[str, str]) -> TableSchema:
 class TableAssetTranslator:
     """Maps manifest tables and services to `AssetSpec`s; override a method to customise."""
 
-    def __init__(self, keys: AssetKeys = AssetKeys()) -> None:
+    def __init__(self, keys: AssetKeys = DEFAULT_KEYS) -> None:
         self.keys = keys
 
     def get_table_spec(self, database: Database, table: Table) -> AssetSpec:
@@ -244,7 +244,7 @@ def table_materialization(
 
 
 def impact_observations(database: Database, impacts: Sequence[Impact], release_id: str,
-                        keys: AssetKeys = AssetKeys()) -> list[AssetObservation]:
+                        keys: AssetKeys = DEFAULT_KEYS) -> list[AssetObservation]:
     """Before the contract runs: on each table it breaks, what breaks and who reads the table."""
     schemas = {t.name: t.schema_ for t in database.tables}
     by_table: dict[str, list[Impact]] = {}

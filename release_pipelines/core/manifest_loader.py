@@ -167,8 +167,7 @@ def _explain(error: dict[str, Any]) -> str:
     if kind == "missing":
         return "is required but missing"
     message = error["msg"]
-    if message.startswith("Value error, "):
-        message = message[len("Value error, ") :]
+    message = message.removeprefix("Value error, ")
     if kind == "string_pattern_mismatch":
         message = f"{error['input']!r} does not match {error['ctx']['pattern']}"
     return message
@@ -223,7 +222,7 @@ def parse_manifest(text: str, file: str | None = None) -> Manifest:
             [Problem(format_path(loc), "key given twice", file, line) for loc, line in duplicates]
         )
     try:
-        data = yaml.load(text, Loader=SAFE_LOADER)  # noqa: S506 - SafeLoader
+        data = yaml.load(text, Loader=SAFE_LOADER)
     except yaml.MarkedYAMLError as exc:  # e.g. a !!python/... tag: say which and where
         mark = exc.problem_mark
         reason = " ".join(str(exc.problem or type(exc).__name__).split())

@@ -19,7 +19,7 @@ from dagster import (
     sensor,
 )
 
-from release_pipelines.assets.keys import AssetKeys
+from release_pipelines.assets.keys import DEFAULT_KEYS, AssetKeys
 from release_pipelines.core.canary_tick import Job, TickPlan, VerdictObservation, plan_tick
 from release_pipelines.core.product import Product
 from release_pipelines.orchestration.dagster_resources import (
@@ -37,7 +37,7 @@ from release_pipelines.steps.blue_green import expire_standbys
 from release_pipelines.steps.canary_reads import read_tick
 
 
-def verdict_observation(observation: VerdictObservation, keys: AssetKeys = AssetKeys()) -> AssetObservation:
+def verdict_observation(observation: VerdictObservation, keys: AssetKeys = DEFAULT_KEYS) -> AssetObservation:
     return AssetObservation(
         asset_key=keys.service(observation.service),
         description=observation.reason,

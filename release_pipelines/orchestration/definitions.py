@@ -12,7 +12,11 @@ from dagster._core.definitions.dependency import NodeInvocation
 
 from release_pipelines.assets.checks import checks_job, table_asset_checks
 from release_pipelines.assets.keys import AssetKeys
-from release_pipelines.assets.tables import TableAssetTranslator, service_asset_specs, table_asset_specs
+from release_pipelines.assets.tables import (
+    TableAssetTranslator,
+    service_asset_specs,
+    table_asset_specs,
+)
 from release_pipelines.core.environments import environment_products
 from release_pipelines.core.product import Product
 from release_pipelines.orchestration.canary_sensor import build_canary_sensor

@@ -22,6 +22,7 @@ from release_pipelines.assets.great_expectations import read_suite, run_suites
 from release_pipelines.core.errors import ReleaseError
 from release_pipelines.resources.database_url import resolve_url
 from release_pipelines.steps.context import StepContext
+from release_pipelines.steps.lineage import emit_gates
 
 
 def evaluate(ctx: StepContext, database_name: str, rows_before: dict[str, int]) -> list[GateResult]:
@@ -69,6 +70,7 @@ def run_gates(ctx: StepContext, database_name: str, rows_before: dict[str, int])
         ctx.record("gate", database=database_name, table=result.table, gate=result.gate,
                    passed=result.passed, summary=result.summary)
         ctx.log(f"gate {result.gate} on {result.table}: {'passed' if result.passed else 'FAILED'} - {result.summary}")
+    emit_gates(ctx, database_name, results)  # OpenLineage data-quality assertions, when configured
     return results
 
 

@@ -23,7 +23,7 @@ from dagster import (
 )
 
 from release_pipelines.assets.checks import gate_check_evaluation
-from release_pipelines.assets.keys import AssetKeys
+from release_pipelines.assets.keys import DEFAULT_KEYS, AssetKeys
 from release_pipelines.assets.tables import table_materialization
 from release_pipelines.core.errors import LedgerError, ReleaseError
 from release_pipelines.core.product import Product
@@ -154,7 +154,7 @@ def service_materialization(product: Product, service: str, status, release_id: 
     )
 
 
-def migration_materializations(outcome: MigrationOutcome, keys: AssetKeys = AssetKeys()) -> Iterator[AssetMaterialization]:
+def migration_materializations(outcome: MigrationOutcome, keys: AssetKeys = DEFAULT_KEYS) -> Iterator[AssetMaterialization]:
     """One materialization per table a migration step changed (declared or discovered): the diff,
     previous and new column schema, column lineage, impact, and the revision as data version."""
     for change in outcome.tables:

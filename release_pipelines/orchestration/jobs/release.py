@@ -55,7 +55,6 @@ from release_pipelines.steps.environments import entry_problems
 from release_pipelines.steps.preflight import preflight_problems
 from release_pipelines.steps.traffic import apply_weights
 
-
 # imported once by the forkserver, so a step's process starts with Dagster and this package loaded
 PRELOAD_MODULES = ["dagster", "release_pipelines.orchestration.definitions"]
 
