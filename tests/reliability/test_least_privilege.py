@@ -19,7 +19,7 @@ from tests.conftest import _create_database, _drop_database
 from tests.release_harness import Shop, processes_under, release_config, rollback_config
 from tests.reliability.faults import FIRST, add_later_revisions, revision, stage_product
 
-pytestmark = pytest.mark.xdist_group("least_privilege")
+pytestmark = pytest.mark.postgres
 SUPERUSER_WARNING = "migrating as a superuser"
 
 
