@@ -35,6 +35,7 @@ from release_pipelines.orchestration.jobs.common import (
 from release_pipelines.steps.approval import missing_approvals
 from release_pipelines.steps.blue_green import expire_standbys
 from release_pipelines.steps.canary_reads import read_tick
+from release_pipelines.steps.verdicts import record_verdict_once
 
 
 def verdict_observation(observation: VerdictObservation, keys: AssetKeys = DEFAULT_KEYS) -> AssetObservation:
@@ -92,7 +93,7 @@ def build_canary_sensor(product: Product, promote_job: JobDefinition, rollback_j
         if plan.run is None or waiting:
             return SensorResult(skip_reason=plan.skip or waiting, asset_events=events)
         if plan.verdict is not None:
-            book.record(release.id, "verdict", "canary-sensor", payload=dict(plan.verdict))
+            record_verdict_once(book, release.id, plan.run.run_key, plan.verdict)
         request = RunRequest(run_key=plan.run.run_key, job_name=jobs[plan.run.job].name, run_config=plan.run.run_config,
                              tags={TAG_PRODUCT: product.name, TAG_RELEASE: release.id})
         return SensorResult(run_requests=[request], asset_events=events)
