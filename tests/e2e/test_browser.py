@@ -104,7 +104,6 @@ def test_launch_a_release_from_the_launchpad_and_find_the_table_assets(ui, page,
 
     # 1. the jobs list: shop_release is there; open it
     page.goto(f"{base}/jobs")
-    _dismiss_welcome(page)
     page.locator('a[href="/locations/release_pipelines/jobs/shop_release"]').first.click()
     expect(page).to_have_url(f"{base}/locations/release_pipelines/jobs/shop_release", timeout=UI_TIMEOUT_MS)
     expect(page.get_by_text("preflight").first).to_be_visible()
@@ -144,7 +143,6 @@ def test_launch_a_release_from_the_launchpad_and_find_the_table_assets(ui, page,
 
     # 4. the asset catalog: the shop database's tables
     page.goto(f"{base}/assets")
-    _dismiss_welcome(page)
     expect(page.get_by_role("link", name="shop_db / public / products").first).to_be_visible()
     expect(page.get_by_role("link", name="shop_db / public / orders").first).to_be_visible()
     expect(page.get_by_role("link", name="services / orders").first).to_be_visible()
@@ -154,7 +152,6 @@ def test_launch_a_release_from_the_launchpad_and_find_the_table_assets(ui, page,
 
     # 5. one table: lineage (services that read and write it) and its checks
     page.goto(f"{base}/assets/shop_db/public/orders?view=lineage")
-    _dismiss_welcome(page)
     expect(page.get_by_text("services", exact=True).first).to_be_visible()  # the group of the writer
     expect(page.get_by_text("shop_db", exact=True).first).to_be_visible()
     expect(page.get_by_text("3 / 3 Passed").first).to_be_visible()  # the checks the release's gate ran
@@ -166,17 +163,6 @@ def test_launch_a_release_from_the_launchpad_and_find_the_table_assets(ui, page,
     expect(page.get_by_text("Succeeded").first).to_be_visible()
     page.wait_for_timeout(1000)
     shot(page, artifacts_dir, "6-checks")
-
-
-def _dismiss_welcome(page) -> None:
-    """A fresh instance greets with a 'Join the Dagster community' dialog; skip it."""
-    skip = page.get_by_role("button", name="Skip")
-    try:
-        skip.first.wait_for(state="visible", timeout=8000)
-    except Exception:  # noqa: BLE001 - not shown (already dismissed in this browser)
-        return
-    skip.first.click()
-    skip.first.wait_for(state="hidden")
 
 
 def _run_status(servers: DagsterServers, run_id: str) -> str:

@@ -60,7 +60,6 @@ def test_a_changed_tables_page_says_which_release_changed_it_and_what_reads_it(
                 for text in (ran.release, "orders.email: column dropped", "0004_contract", "read by billing",
                              "services/reports"):
                     expect(page.get_by_text(text).first).to_be_visible(timeout=UI_TIMEOUT_MS)
-                _dismiss_welcome(page)
                 page.screenshot(path=str(artifacts_dir / "lineage-orders.png"), full_page=True)
 
                 # a table the release created and then dropped: still there, marked dropped
@@ -90,16 +89,3 @@ def _open(page, url: str, text: str) -> None:
 
     page.goto(url)
     expect(page.get_by_text(text).first).to_be_visible(timeout=UI_TIMEOUT_MS)
-    _dismiss_welcome(page)
-
-
-def _dismiss_welcome(page) -> None:
-    """A fresh instance greets with a 'Join the Dagster community' dialog a moment after the page
-    shows; skip it (once skipped, the instance remembers)."""
-    skip = page.get_by_role("button", name="Skip")
-    for _ in range(10):
-        if skip.count() and skip.first.is_visible():
-            skip.first.click()
-            skip.first.wait_for(state="hidden")
-            return
-        page.wait_for_timeout(500)

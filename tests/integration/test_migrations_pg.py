@@ -356,6 +356,7 @@ def test_backfill_resumes_after_the_last_committed_batch(postgres_url: str) -> N
             set_sql="doubled = n * 2",
             where_sql="doubled IS NULL",
             batch_size=1000,
+            scan="keys",  # progress in keys; the block-range scan's resume: tests/integration/test_backfill_pg.py
             progress=stop_after_first_batch,
         )
     seen: list[tuple[int, int]] = []
@@ -365,6 +366,7 @@ def test_backfill_resumes_after_the_last_committed_batch(postgres_url: str) -> N
         set_sql="doubled = n * 2",
         where_sql="doubled IS NULL",
         batch_size=1000,
+        scan="keys",
         progress=lambda done, total: seen.append((done, total)),
     )
     assert result.resumed_after == 1000
