@@ -127,7 +127,10 @@ def test_weight_changes_and_promote_during_steady_stream_drop_nothing(platform: 
     stream.join()
     (result,) = results
     assert result.errors == 0, result
-    assert result.by_version["1.0.0"] > 100 and result.by_version["1.1.0"] > 100, result.by_version
+    # both versions served a real share of the stream while routes changed (a count would depend
+    # on how fast this machine is at the moment: 248 requests in 4 s under load, thousands when quiet)
+    total = sum(result.by_version.values())
+    assert total >= 100 and min(result.by_version.values()) >= total / 10, result.by_version
     assert set(result.by_version) == {"1.0.0", "1.1.0"}
 
 
