@@ -2,8 +2,9 @@
 
 Reads only, no decisions, and only what the tick's phase needs: in a canary step the platform
 status, resource usage and metrics of the running canaries; during bake those of the promoted
-versions (now the stable processes); after bake the pending contract migrations and their missing approvals. A metrics
-backend that cannot answer is read as "no evidence" (a wait, never a pass).
+versions (now the stable processes); after bake the pending contract migrations and their
+missing approvals. A metrics backend that cannot answer is read as "no evidence" (a wait,
+never a pass).
 """
 
 from __future__ import annotations
