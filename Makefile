@@ -29,9 +29,9 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest tests/unit -q
 
-## The layer contracts (import-linter, pyproject.toml) on the package as installed; also a unit test.
+## The layer contracts (import-linter, pyproject.toml); the unit tests run them too.
 lint: $(STAMP)
-	$(BIN)/python -m tools.lint_imports
+	$(BIN)/lint-imports
 	$(BIN)/ruff check release_pipelines assets resources
 
 bench: $(STAMP)

@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import sysconfig
 import threading
 import time
 from collections import Counter
@@ -174,9 +175,8 @@ def kill_processes(procs: list[psutil.Process]) -> None:
 
 def stop_platform(release_home: Path, manifest: Path = EXAMPLE_MANIFEST) -> None:
     """Stop every service and router of the product, with the test's RELEASE_HOME."""
-    from release_pipelines.resources.manifest_files import load_product
-
     from release_pipelines.orchestration.dagster_resources import PlatformResource
+    from release_pipelines.resources.manifest_files import load_product
 
     saved = os.environ.get("RELEASE_HOME")
     os.environ["RELEASE_HOME"] = str(release_home)
@@ -261,3 +261,33 @@ def skip_dagster_welcome(page) -> None:
     seconds after a page loads (later on a loaded machine) and then blocks clicks: Playwright
     dismisses it whenever it shows up before an action."""
     page.add_locator_handler(page.get_by_role("button", name="Skip"), lambda skip: skip.click())
+
+
+def build_wheel(dest: Path, scratch: Path) -> Path:
+    """Our wheel, built from a clean copy of the sources as they are laid out in the repository
+    (the links release_pipelines/assets and /resources kept as links; no stale build/ folder)."""
+    source = scratch / "source"
+    skip = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    for name in ("release_pipelines", "assets", "resources"):
+        shutil.copytree(ROOT / name, source / name, ignore=skip, symlinks=True)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                    str(dest), str(source)], check=True, capture_output=True, text=True)
+    return next(dest.glob("dagster_release_pipelines-*.whl"))
+
+
+def fresh_venv(venv: Path, *wheels: Path) -> Path:
+    """A new virtual environment with `wheels` installed; its python. The dependencies (Dagster, ...)
+    come from this environment as a path entry - not a site dir, so this repository's editable
+    install stays invisible - and nothing is downloaded."""
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    site = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                               check=True, capture_output=True, text=True).stdout.strip())
+    (site / "project-deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    if wheels:
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-index", *map(str, wheels)],
+                       check=True, capture_output=True, text=True)
+    return python

@@ -15,7 +15,6 @@ import os
 import shutil
 import subprocess
 import sys
-import sysconfig
 import textwrap
 import time
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e_support import ROOT
+from tests.e2e_support import build_wheel, fresh_venv
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("dg_project")]  # one project for the module
 
@@ -50,20 +49,6 @@ class DgProject:
         return self.run(str(self.root / ".venv" / "bin" / "python"), "-c", textwrap.dedent(code)).stdout
 
 
-def build_wheel(dest: Path, scratch: Path) -> Path:
-    """Our wheel from a clean copy of the sources (no stale build/ folder gets packaged)."""
-    source = scratch / "source"
-    skip = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
-    source.mkdir()
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy(ROOT / name, source / name)
-    for name in ("release_pipelines", "assets", "resources"):
-        shutil.copytree(ROOT / name, source / name, ignore=skip)
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                    str(dest), str(source)], check=True, capture_output=True, text=True)
-    return next(dest.glob("dagster_release_pipelines-*.whl"))
-
-
 def console_script(venv: Path, name: str) -> None:
     """The launcher pip writes for an installed distribution's console script, for this venv."""
     body = (Path(sys.executable).parent / name).read_text().split("\n", 1)[1]
@@ -88,16 +73,11 @@ def acme(tmp_path_factory: pytest.TempPathFactory) -> DgProject:
                    cwd=base, env=env, check=True, capture_output=True, text=True, timeout=300)
     root = base / "acme_data"
     venv = root / ".venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    site = Path(subprocess.run([str(venv / "bin" / "python"), "-c",
-                                "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+    python = fresh_venv(venv, wheel)
+    # the user's package, as an editable install would add it
+    site = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                                check=True, capture_output=True, text=True).stdout.strip())
-    # dependencies from this environment as a path entry (not a site dir: its editable install of
-    # this repository stays invisible); the user's package as an editable install would add it
-    (site / "project-deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     (site / "acme_data.pth").write_text(str(root / "src") + "\n")
-    subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--no-deps", "--no-index",
-                    str(wheel)], check=True, capture_output=True, text=True)
     for name in ("dg", "dagster"):
         console_script(venv, name)
     return DgProject(root, env | {"VIRTUAL_ENV": str(venv)})

@@ -10,12 +10,13 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-import sysconfig
 import textwrap
 import zipfile
 from pathlib import Path
 
 import pytest
+
+from tests.e2e_support import build_wheel, fresh_venv
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,13 +30,7 @@ def run(*args: str | Path, cwd: Path | None = None, env: dict[str, str] | None =
 @pytest.fixture(scope="module")
 def wheels(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     out = tmp_path_factory.mktemp("wheels")
-    source = tmp_path_factory.mktemp("source")  # a clean copy: no stale build/ folder gets packaged
-    skip = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy(ROOT / name, source / name)
-    for name in ("release_pipelines", "assets", "resources"):
-        shutil.copytree(ROOT / name, source / name, ignore=skip)
-    run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", out, source)
+    ours = build_wheel(out, tmp_path_factory.mktemp("ours"))
     other = tmp_path_factory.mktemp("other-dist")
     (other / "pyproject.toml").write_text(textwrap.dedent("""\
         [build-system]
@@ -52,7 +47,6 @@ def wheels(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         (other / name / "__init__.py").write_text(f"OWNER = 'someone else'  # {name}\n")
     (other / "assets" / "checks.py").write_text("WHOSE = 'theirs'\n")
     run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", out, other)
-    ours = next(out.glob("dagster_release_pipelines-*.whl"))
     theirs = next(out.glob("someone_elses_assets-*.whl"))
     return {"ours": ours, "theirs": theirs}
 
@@ -72,13 +66,7 @@ def test_the_wheel_has_one_top_level_package(wheels: dict[str, Path]) -> None:
 def test_installs_beside_a_distribution_and_a_project_with_their_own_assets(
         wheels: dict[str, Path], tmp_path: Path) -> None:
     venv = tmp_path / "venv"
-    run(sys.executable, "-m", "venv", venv)
-    python = venv / "bin" / "python"
-    site = Path(run(python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])").strip())
-    # the dependencies, from this environment: a path entry (not a site dir, so its editable
-    # install of this repository is not picked up)
-    (site / "project-deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    run(python, "-m", "pip", "install", "-q", "--no-deps", "--no-index", wheels["theirs"], wheels["ours"])
+    python = fresh_venv(venv, wheels["theirs"], wheels["ours"])
 
     # a user's project folder with its own assets/ and resources/ (the working directory comes
     # first on sys.path, as under `dagster dev`)
@@ -114,12 +102,7 @@ def test_installs_beside_a_distribution_and_a_project_with_their_own_assets(
 
 def test_without_manifests_the_code_location_says_how_to_point_it_at_one(
         wheels: dict[str, Path], tmp_path: Path) -> None:
-    venv = tmp_path / "venv"
-    run(sys.executable, "-m", "venv", venv)
-    python = venv / "bin" / "python"
-    site = Path(run(python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])").strip())
-    (site / "project-deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    run(python, "-m", "pip", "install", "-q", "--no-deps", "--no-index", wheels["ours"])
+    python = fresh_venv(tmp_path / "venv", wheels["ours"])
     result = subprocess.run([str(python), "-c", "import release_pipelines.code_location"], cwd=tmp_path,
                             env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}, capture_output=True, text=True,
                             check=False)
