@@ -15,33 +15,20 @@ import time
 
 import psycopg2
 import pytest
-from release_pipelines.resources.backfill import PROGRESS_TABLE, backfill
 from sqlalchemy import create_engine, event, text
-from sqlalchemy.engine import make_url
+
+from release_pipelines.resources.backfill import PROGRESS_TABLE, backfill
+from tests.pg import connect, scalar
 
 ROWS = 60_000
 
 
-def connect(url: str, autocommit: bool = True):
-    parts = make_url(url)
-    conn = psycopg2.connect(
-        host=parts.host, port=parts.port or 5432, user=parts.username, dbname=parts.database
-    )
-    conn.autocommit = autocommit
-    return conn
 
 
-def scalar(url: str, sql: str):
-    conn = connect(url)
-    with conn.cursor() as cur:
-        cur.execute(sql)
-        value = cur.fetchone()
-    conn.close()
-    return None if value is None else value[0]
 
 
 def make_items(url: str, rows: int = ROWS) -> None:
-    conn = connect(url)
+    conn = connect(url, autocommit=True)
     with conn.cursor() as cur:
         cur.execute("CREATE TABLE items (id bigserial PRIMARY KEY, n int NOT NULL, doubled int)")
         cur.execute(f"INSERT INTO items (n) SELECT g FROM generate_series(1, {rows}) g")
@@ -61,7 +48,7 @@ class Application(threading.Thread):
 
     def run(self) -> None:
         rng = random.Random(7)
-        conn = connect(self.url)
+        conn = connect(self.url, autocommit=True)
         with conn.cursor() as cur:
             while not self.stopping.is_set():
                 try:
@@ -161,7 +148,7 @@ def _rows_done(url: str) -> int | None:
 
 
 def _saved(url: str) -> tuple[int, int, str | None]:
-    conn = connect(url)
+    conn = connect(url, autocommit=True)
     with conn.cursor() as cur:
         cur.execute(
             f"SELECT last_key, upper_key, unit FROM {PROGRESS_TABLE} WHERE job = 'items_doubled'"
@@ -174,7 +161,7 @@ def _saved(url: str) -> tuple[int, int, str | None]:
 @pytest.mark.postgres
 def test_batch_size_shrinks_when_another_session_holds_row_locks(postgres_url: str) -> None:
     make_items(postgres_url)
-    holder = connect(postgres_url, autocommit=False)
+    holder = connect(postgres_url)
     with holder.cursor() as cur:  # rows in the middle of the table, locked for a while
         cur.execute("SELECT id FROM items WHERE id BETWEEN 30000 AND 30010 FOR UPDATE")
     threading.Timer(3.0, holder.commit).start()
@@ -247,7 +234,7 @@ def test_block_batches_are_tid_range_scans_and_sweeps_catch_rows_the_old_release
 @pytest.mark.postgres
 def test_lock_waits_between_other_sessions_do_not_slow_the_backfill(postgres_url: str) -> None:
     make_items(postgres_url)
-    holder, waiter = connect(postgres_url, autocommit=False), connect(postgres_url)
+    holder, waiter = connect(postgres_url), connect(postgres_url, autocommit=True)
     with holder.cursor() as cur:
         cur.execute("CREATE TABLE other (id int)")
         holder.commit()

@@ -15,12 +15,13 @@ import alembic
 import dagster
 import optuna
 import pytest
-from release_pipelines.resources.alembic_config import find_project
-from release_pipelines.resources.migration_render import lint_script
-from release_pipelines.resources.migrations import MigrationRunner, load_revisions
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from release_pipelines.resources.alembic_config import find_project
+from release_pipelines.resources.migration_render import lint_script
+from release_pipelines.resources.migrations import MigrationRunner, load_revisions
+from tests.pg import scalar
 from tests.scratch_databases import left_behind, scratch_databases
 
 RELEASE = str(Path(sys.executable).parent / "release")
@@ -78,13 +79,6 @@ def init_project(tmp_path: Path, template: str) -> Path:
     return tmp_path
 
 
-def scalar(url: str, sql: str):
-    engine = create_engine(url)
-    try:
-        with engine.connect() as conn:
-            return conn.execute(text(sql)).scalar()
-    finally:
-        engine.dispose()
 
 
 @pytest.mark.parametrize("template", TEMPLATES)

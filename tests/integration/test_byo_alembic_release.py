@@ -18,6 +18,7 @@ import pytest
 from sqlalchemy import create_engine, inspect, text
 
 from release_pipelines.core.states import ReleaseState
+from tests.pg import scalar
 from tests.release_harness import processes_under, release_config, rollback_config, shop_environment
 from tests.scratch_databases import left_behind, scratch_databases
 
@@ -104,13 +105,6 @@ def untouched(project: Path) -> dict[Path, bytes]:
     return {p: p.read_bytes() for p in (project / "alembic.ini", project / "alembic" / "env.py")}
 
 
-def scalar(url: str, sql: str):
-    engine = create_engine(url)
-    try:
-        with engine.connect() as conn:
-            return conn.execute(text(sql)).scalar()
-    finally:
-        engine.dispose()
 
 
 def rows(url: str, sql: str) -> list[tuple]:

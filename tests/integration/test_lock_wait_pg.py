@@ -11,9 +11,10 @@ from pathlib import Path
 
 import psycopg2
 import pytest
+
 from release_pipelines.resources.lock_wait import blocker_reporter, lock_needs
 from release_pipelines.resources.migrations import MigrationRunner
-from sqlalchemy.engine import make_url
+from tests.pg import connect
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "shop" / "migrations"
 REVISION = '''
@@ -54,14 +55,6 @@ def project(tmp_path: Path, *bodies: str) -> Path:
     return tmp_path
 
 
-def connect(url: str, application_name: str, autocommit: bool = False):
-    parts = make_url(url)
-    conn = psycopg2.connect(
-        host=parts.host, port=parts.port or 5432, user=parts.username, dbname=parts.database,
-        application_name=application_name,
-    )
-    conn.autocommit = autocommit
-    return conn
 
 
 def pid_of(conn) -> int:

@@ -10,6 +10,11 @@ from pathlib import Path
 
 import psycopg2
 import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from release_pipelines.core.manifest import Database
+from release_pipelines.core.reversibility import check_rollback_plan
 from release_pipelines.resources.backfill import PROGRESS_TABLE, backfill
 from release_pipelines.resources.migration_safety import (
     MigrationError,
@@ -17,11 +22,7 @@ from release_pipelines.resources.migration_safety import (
     PrecheckFailed,
 )
 from release_pipelines.resources.migrations import MigrationLockTimeout, MigrationRunner
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
-
-from release_pipelines.core.manifest import Database
-from release_pipelines.core.reversibility import check_rollback_plan
+from tests.pg import connect, scalar
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "shop" / "migrations"
 EXPAND = [
@@ -43,22 +44,8 @@ def runner(url: str, script_location: Path = EXAMPLE, **options) -> MigrationRun
     return MigrationRunner(script_location, url, **{**defaults, **options})
 
 
-def connect(url: str, autocommit: bool = False):
-    parts = make_url(url)
-    conn = psycopg2.connect(
-        host=parts.host, port=parts.port or 5432, user=parts.username, dbname=parts.database
-    )
-    conn.autocommit = autocommit
-    return conn
 
 
-def scalar(url: str, sql: str):
-    engine = create_engine(url)
-    try:
-        with engine.connect() as conn:
-            return conn.execute(text(sql)).scalar()
-    finally:
-        engine.dispose()
 
 
 def schema(url: str) -> dict[str, list[tuple]]:
