@@ -40,30 +40,23 @@ def fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
 
 def user_errors(func: F) -> F:
     """The project's own errors become a red message and exit code 2."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except ReleaseError as exc:
-            fail(str(exc))
-
-    return wrapper  # type: ignore[return-value]
+    return _exiting_clearly(func, (ReleaseError,))
 
 
 def clear_errors(func: F) -> F:
     """For commands that talk to other processes: anything unexpected is one red line too."""
+    return _exiting_clearly(func, (Exception,))
 
+
+def _exiting_clearly(func: F, caught: tuple[type[Exception], ...]) -> F:
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except ReleaseError as exc:
-            fail(str(exc))
         except (click.exceptions.Exit, click.ClickException, SystemExit, KeyboardInterrupt):
             raise
-        except Exception as exc:  # noqa: BLE001 - the promise is: no tracebacks
-            fail(f"{type(exc).__name__}: {exc}")
+        except caught as exc:
+            fail(str(exc) if isinstance(exc, ReleaseError) else f"{type(exc).__name__}: {exc}")
 
     return wrapper  # type: ignore[return-value]
 

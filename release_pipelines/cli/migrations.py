@@ -431,15 +431,16 @@ def _run_options(func: F) -> F:
     return func
 
 
-def _run_settings(lock_timeout_ms, statement_timeout_ms, retries, lock_wait_s) -> dict[str, Any]:
-    settings = {
-        "statement_timeout_ms": statement_timeout_ms,
-        "retries": retries,
-        "lock_wait_s": lock_wait_s,
-    }
+def _running_runner(args: dict[str, Any], revision: str, lock_timeout_ms, statement_timeout_ms, retries,
+                    lock_wait_s) -> MigrationRunner:
+    """The runner `upgrade` / `downgrade` apply revisions with: the target resolved (a URL is
+    needed), the command line's lock settings over the manifest's, the --target revision known."""
+    settings = {"statement_timeout_ms": statement_timeout_ms, "retries": retries, "lock_wait_s": lock_wait_s}
     if lock_timeout_ms is not None:
         settings["lock_timeout_ms"] = lock_timeout_ms
-    return settings
+    runner = _runner(resolve_target(args, need_url=True), **settings)
+    _known_target(runner, revision)
+    return runner
 
 
 def _report_results(fmt: str, results: list, log: list[str]) -> None:
@@ -481,11 +482,7 @@ def upgrade_command(
     """Apply pending revisions (expand ones only, unless --contract or --target head)."""
     args = _target_args(kwargs)
     with _exit_on(EXIT_BAD_INPUT, fmt, args["url"]):
-        target = resolve_target(args, need_url=True)
-        runner = _runner(
-            target, **_run_settings(lock_timeout_ms, statement_timeout_ms, retries, lock_wait_s)
-        )
-        _known_target(runner, revision)
+        runner = _running_runner(args, revision, lock_timeout_ms, statement_timeout_ms, retries, lock_wait_s)
         undeclared = [r.revision for r in runner.pending() if r.phase is None]
     lines: list[str] = []
     log = _logger(fmt, lines)
@@ -509,11 +506,7 @@ def downgrade_command(
     """Step down to a revision; refused if a revision on the way is irreversible."""
     args = _target_args(kwargs)
     with _exit_on(EXIT_BAD_INPUT, fmt, args["url"]):
-        target = resolve_target(args, need_url=True)
-        runner = _runner(
-            target, **_run_settings(lock_timeout_ms, statement_timeout_ms, retries, lock_wait_s)
-        )
-        _known_target(runner, revision)
+        runner = _running_runner(args, revision, lock_timeout_ms, statement_timeout_ms, retries, lock_wait_s)
     lines: list[str] = []
     with _exit_on(EXIT_FINDINGS, fmt, args["url"]):
         results = runner.downgrade(revision, _logger(fmt, lines))
