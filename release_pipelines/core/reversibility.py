@@ -9,6 +9,7 @@ or runs it.
 from __future__ import annotations
 
 import ast
+import functools
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -61,11 +62,26 @@ def _module_string(tree: ast.Module, name: str) -> str | None:
     return None
 
 
-# CPython 3.11's ast.parse is not safe from several threads at once ("SystemError: AST constructor
-# recursion depth mismatch"); concurrent launches in one process (threads) preflight at the same time.
+# CPython 3.11's AST constructor keeps its recursion depth per interpreter, not per thread: an
+# ast.parse racing another thread's (ours, or the traceback module's while Dagster formats an error)
+# raises "SystemError: AST constructor recursion depth mismatch" (python/cpython#106905). Ours run
+# one at a time, and a parse that lost the race to someone else's is tried again.
 _PARSE_LOCK = threading.Lock()
+_PARSE_ATTEMPTS = 3
 
 
+def _parse(source: str, path: str) -> ast.Module:
+    for _ in range(_PARSE_ATTEMPTS - 1):
+        try:
+            with _PARSE_LOCK:
+                return ast.parse(source, filename=path)
+        except SystemError:
+            continue
+    with _PARSE_LOCK:
+        return ast.parse(source, filename=path)
+
+
+@functools.lru_cache(maxsize=4096)  # the same file is read by preflight, migrate and rollback
 def analyze_revision_source(source: str, path: str, function: str = "downgrade") -> Reversibility:
     """Whether one revision's downgrade() does anything, with the reason when it does not.
 
@@ -73,8 +89,7 @@ def analyze_revision_source(source: str, path: str, function: str = "downgrade")
     project's revisions keep each database's steps in `downgrade_<name>()`: pass that name."""
     name = PurePath(path).name
     try:
-        with _PARSE_LOCK:
-            tree = ast.parse(source, filename=path)
+        tree = _parse(source, path)
     except SyntaxError as exc:
         return Reversibility(PurePath(path).stem, path, False, f"cannot parse {name}: line {exc.lineno}: {exc.msg}")
     revision = _module_string(tree, "revision") or PurePath(path).stem

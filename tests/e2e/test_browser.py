@@ -76,8 +76,9 @@ def ui(tmp_path_factory):
 
 @pytest.fixture
 def page(chromium_path: Path):
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
+    expect.set_options(timeout=UI_TIMEOUT_MS)  # expect's own 5 s default: the catalog can still be "Refreshing data…"
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(chromium_path), headless=True, args=CHROMIUM_FLAGS)
         try:

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
+import ast
 import textwrap
 from pathlib import Path
 
 import pytest
-from release_pipelines.resources.migrations import analyze_revision_file, load_revisions
 
 from release_pipelines.core.manifest import Database, RollbackStrategy
-from release_pipelines.core.reversibility import (
-    check_rollback_plan,
-)
+from release_pipelines.core.reversibility import analyze_revision_source, check_rollback_plan
+from release_pipelines.resources.migrations import analyze_revision_file, load_revisions
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "shop" / "migrations"
 
@@ -80,3 +79,21 @@ def test_rollback_plan_refuses_downgrade_over_an_irreversible_revision(tmp_path:
         check_rollback_plan(_database(RollbackStrategy.downgrade), load_revisions(EXAMPLE))
         == []
     )
+
+
+def test_a_parse_that_lost_cpythons_ast_thread_race_is_tried_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CPython 3.11 raises SystemError when another thread builds an AST at the same moment
+    (python/cpython#106905); 20 launches in one process hit it in preflight."""
+    real_parse = ast.parse
+    calls: list[str] = []
+
+    def parse_losing_the_race_once(source: str, filename: str) -> ast.Module:
+        calls.append(filename)
+        if len(calls) == 1:
+            raise SystemError("AST constructor recursion depth mismatch (before=90, after=155)")
+        return real_parse(source, filename=filename)
+
+    monkeypatch.setattr(ast, "parse", parse_losing_the_race_once)
+    source = 'revision = "r_race"\ndef downgrade():\n    op.drop_table("race")\n'
+    result = analyze_revision_source(source, "r_race.py")
+    assert result.reversible and result.revision == "r_race" and len(calls) == 2
