@@ -113,8 +113,8 @@ def checked_key(key: str, where: str) -> None:
 
 
 def with_signer_keys(manifest: Manifest, manifest_path: Path, namespace: str) -> Manifest:
-    """The manifest with each rule's `signers` file read into {principal: keys}; every file or key
-    problem is a ManifestError naming the field and the file."""
+    """The manifest with each rule's `signers` file (approvals, `requests`, `promote_into`) read into
+    {principal: keys}; every file or key problem is a ManifestError naming the field and the file."""
     problems: list[Problem] = []
 
     def loaded(rule: SignedBy, field: str) -> SignedBy:
@@ -139,6 +139,8 @@ def with_signer_keys(manifest: Manifest, manifest_path: Path, namespace: str) ->
         return rule
 
     update: dict = {"approvals": [loaded(r, f"approvals[{i}]") for i, r in enumerate(manifest.approvals)]}
+    if manifest.requests is not None:
+        update["requests"] = loaded(manifest.requests, "requests")
     environments = []
     for e, env in enumerate(manifest.environments):
         changes: dict = {}

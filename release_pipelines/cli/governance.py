@@ -32,6 +32,7 @@ from release_pipelines.core.windows import next_opening, window_status
 from release_pipelines.resources import settings
 from release_pipelines.resources.manifest_files import load_product
 from release_pipelines.steps.approval import approve, missing_approvals, sign_approval
+from release_pipelines.steps.requests import queue_request, sign_request
 
 PHASES = ["launch", "promote", "contract", "break_glass"]
 
@@ -83,20 +84,31 @@ def approve_command(release_id: str, phase: str, approver: str | None, comment: 
               help="launch in the next open release window")
 @click.option("--comment", default=None)
 @click.option("--as", "actor", default=None, help="who asks; default: RELEASE_ACTOR or the OS user")
+@click.option("--key", type=click.Path(path_type=Path), default=None,
+              help="SSH key to sign the request with: a private key, or a .pub whose private half is in the agent "
+                   "(default where the manifest's requests rule requires signatures: the SSH agent's first key)")
 @user_errors
 def request_command(manifest: Path, versions: tuple[str, ...], window: str, comment: str | None,
-                    actor: str | None) -> None:
-    """Queue a release for the next release window; the product's schedule launches it."""
+                    actor: str | None, key: Path | None) -> None:
+    """Queue a release for the next release window; the product's schedule launches it, with you as
+    the launcher. Signed with your SSH key where the manifest's `requests` rule says so."""
     product = load_product(manifest)
     wanted = parse_assignments(versions, "--version")
     book = open_ledger()
     plan_release(product.manifest, wanted, book.stable_versions(product.name))  # refuse a bad request now
-    request = book.request_release(product.name, wanted, actor or settings.identity(), window, comment)
+    who = actor or settings.identity()
+    rule = product.manifest.requests
+    signed = None
+    if key is not None or (rule is not None and signatures_required([rule])):
+        signed = sign_request(book, product.name, wanted, who, comment, key)
+    request = queue_request(product.manifest, book, wanted, who, window, comment, signed)
     now = datetime.now(UTC)
     windows = product.manifest.windows
     status = window_status(windows, now)
     opening = next_opening(windows, now)
-    console.print(f"[green]queued[/] {request.id}: {', '.join(f'{s}={v}' for s, v in sorted(wanted.items()))}")
+    how = "signed" if request.signature else "[yellow]unsigned[/]"
+    console.print(f"[green]queued[/] {request.id}: {', '.join(f'{s}={v}' for s, v in sorted(wanted.items()))} "
+                  f"by [bold]{who}[/] ({how})")
     if status.open:
         console.print(f"the window is open now ({status.reason}); {product.name}_release_window launches it "
                       "within 5 minutes", highlight=False)
@@ -112,17 +124,19 @@ def request_command(manifest: Path, versions: tuple[str, ...], window: str, comm
 @click.option("--state", type=click.Choice(["queued", "launched", "cancelled"]), default=None)
 @user_errors
 def requests_command(product: str | None, state: str | None) -> None:
-    """List release requests, oldest first."""
+    """List release requests, oldest first; `signed` means it carries a signature, which the
+    release-window schedule checks against the manifest before it launches the request."""
     rows = open_ledger().release_requests(product, state)
     if not rows:
         console.print("no release requests")
         return
     table = Table(title="release requests")
-    for column in ("id", "product", "state", "versions", "asked", "by", "run"):
-        table.add_column(column)
+    for column in ("id", "product", "state", "versions", "asked", "by", "signed", "run"):
+        table.add_column(column, no_wrap=column in ("state", "signed"))
     for r in rows:
         table.add_row(r.id, r.product, r.state, ", ".join(f"{s}={v}" for s, v in sorted(r.versions.items())),
-                      f"{r.created_at:%Y-%m-%d %H:%M}", r.created_by, r.run_id or "")
+                      f"{r.created_at:%Y-%m-%d %H:%M}", r.created_by, "signed" if r.signature else "unsigned",
+                      r.run_id or "")
     console.print(table)
 
 

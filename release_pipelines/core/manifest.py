@@ -497,6 +497,11 @@ class Manifest(Strict):
     flags: list[Flag] = Field(default_factory=list)
     windows: Windows = Field(default_factory=Windows)
     approvals: list[ApprovalRule] = Field(default_factory=list)
+    requests: SignedBy | None = Field(
+        default=None,
+        description="who may queue releases for a window (`release request`): a request signed with a key "
+        "that `signers` lists under the requester's name; absent: unsigned requests are queued as before",
+    )
     allow_downgrade: bool = False
     environments: list[Environment] = Field(
         default_factory=list, description="ordered stages; empty = one implicit environment (as before)"

@@ -3,7 +3,11 @@
 - `<product>_release_window` (schedule, every 5 minutes, running by default): while the
   product's release window is open and no release of it is active, launches the oldest queued
   release request (`release request ... --window next`) as `<product>_release`, run key = the
-  request id. A request is marked `launched` (with the run id) once Dagster has its run.
+  request id, its requester as the launcher (`release/actor`). A request is marked `launched`
+  (with the run id) once Dagster has its run. Under the manifest's `requests:` rule each request
+  is checked first (`steps.requests.launch_refusal`); one that does not count - unsigned where
+  required, a signature that is not its requester's over exactly this request - is marked
+  `cancelled` with the note `refused: <why>` and the next one is tried.
 - `<product>_release_records` (sensor, every 30 s): when a release reaches a terminal state it
   materializes `releases/<product>` with the Markdown release notes, the data team's summary
   (tables touched with their diffs, column lineage, checks, services affected) and
@@ -44,6 +48,7 @@ from release_pipelines.core.windows import next_opening, window_status
 from release_pipelines.orchestration.dagster_resources import LedgerResource
 from release_pipelines.orchestration.jobs.common import TAG_PRODUCT
 from release_pipelines.resources.notifier import WebhookNotifier, state_change_message
+from release_pipelines.steps.requests import launch_refusal
 
 TAG_REQUEST = "release/request"
 TAG_ACTOR = "release/actor"
@@ -84,13 +89,20 @@ def window_tick(book: Any, instance: Any, product: Product, at: datetime) -> Run
     active = book.active_release(name)
     if active is not None:
         return SkipReason(f"{len(pending)} request(s) queued; release {active.id} is {active.state.value}")
-    request = pending[0]
-    return RunRequest(
-        run_key=request.id,
-        job_name=f"{name}_release",
-        run_config={"ops": {"preflight": {"config": {"versions": dict(request.versions)}}}},
-        tags={TAG_PRODUCT: name, TAG_REQUEST: request.id, TAG_ACTOR: request.created_by},
-    )
+    refused = []
+    for request in pending:
+        problem = launch_refusal(product.manifest, book, request)
+        if problem:
+            book.mark_request(request.id, "cancelled", SCHEDULER, note=f"refused: {problem}")
+            refused.append(f"{request.id}: {problem}")
+            continue
+        return RunRequest(
+            run_key=request.id,
+            job_name=f"{name}_release",
+            run_config={"ops": {"preflight": {"config": {"versions": dict(request.versions)}}}},
+            tags={TAG_PRODUCT: name, TAG_REQUEST: request.id, TAG_ACTOR: request.created_by},
+        )
+    return SkipReason(f"refused and cancelled {len(refused)} request(s): {'; '.join(refused)}")
 
 
 def build_release_window_schedule(product: Product, release_job: JobDefinition):
