@@ -26,6 +26,9 @@ from dagster import (
     define_asset_job,
     multi_asset_check,
 )
+from sqlalchemy import create_engine
+from sqlalchemy.exc import SQLAlchemyError
+
 from release_pipelines.assets.gates import (
     GateResult,
     constraint_validity,
@@ -40,12 +43,9 @@ from release_pipelines.assets.great_expectations import (
 )
 from release_pipelines.assets.keys import DEFAULT_KEYS, AssetKeys
 from release_pipelines.assets.tables import TableAssetTranslator, dagster_name, table_key
-from release_pipelines.resources.database_url import redact, resolve_url
-from sqlalchemy import create_engine
-from sqlalchemy.exc import SQLAlchemyError
-
 from release_pipelines.core.errors import ReleaseError
 from release_pipelines.core.manifest import Database, Manifest, Table
+from release_pipelines.resources.database_url import redact, resolve_url
 
 if TYPE_CHECKING:  # what define_asset_job returns; dagster does not export the name
     from dagster._core.definitions.unresolved_asset_job_definition import (

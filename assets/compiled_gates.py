@@ -21,11 +21,12 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from release_pipelines.assets.gates import sqlite_schema
 from sqlalchemy import and_, column, func, inspect, not_, select, true
 from sqlalchemy import table as sql_table
 from sqlalchemy.engine import Engine
 from sqlalchemy.sql import ColumnElement
+
+from release_pipelines.assets.gates import sqlite_schema
 
 SAMPLE_SIZE = 5
 # Arguments that change nothing about the verdict (GX metadata and output shape).

@@ -16,6 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import create_engine, inspect
+from sqlalchemy.exc import SQLAlchemyError
+
 from release_pipelines.assets.compiled_gates import (
     ExpectationOutcome,
     TableScan,
@@ -23,11 +26,8 @@ from release_pipelines.assets.compiled_gates import (
     suite_statistics,
 )
 from release_pipelines.assets.gates import GateResult, failed_gate, severity_for, sqlite_schema
-from release_pipelines.resources.database_url import normalize_url, redact
-from sqlalchemy import create_engine, inspect
-from sqlalchemy.exc import SQLAlchemyError
-
 from release_pipelines.core.errors import ReleaseError
+from release_pipelines.resources.database_url import normalize_url, redact
 
 
 class SuiteFileError(ReleaseError):

@@ -26,15 +26,15 @@ from dagster import (
     TableSchema,
 )
 from dagster._core.definitions.data_version import DATA_VERSION_TAG
-from release_pipelines.assets.keys import DEFAULT_KEYS, AssetKeys
-from release_pipelines.resources.database_url import resolve_url
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from release_pipelines.assets.keys import DEFAULT_KEYS, AssetKeys
 from release_pipelines.core.errors import ReleaseError
 from release_pipelines.core.lineage import Impact
 from release_pipelines.core.manifest import Database, Manifest, Service, Table
 from release_pipelines.core.schema_diff import SchemaChange, worst
+from release_pipelines.resources.database_url import resolve_url
 
 TableRef = tuple[str, str]  # (database, table) as written in a service's reads / writes
 

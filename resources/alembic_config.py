@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from alembic.config import Config
-from release_pipelines.resources.migration_safety import MigrationError
 from sqlalchemy.engine import Connection
 
 from release_pipelines.core.manifest import Database, MigrationsSource
+from release_pipelines.resources.migration_safety import MigrationError
 
 INI = "alembic.ini"
 PYPROJECT = "pyproject.toml"

@@ -44,12 +44,12 @@ from contextlib import contextmanager, nullcontext
 from contextvars import ContextVar
 from dataclasses import dataclass
 
-from release_pipelines.resources.column_lineage import declare_column_lineage
-from release_pipelines.resources.migration_safety import is_retryable
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection, Engine
 
 from release_pipelines.core.errors import ReleaseError
+from release_pipelines.resources.column_lineage import declare_column_lineage
+from release_pipelines.resources.migration_safety import is_retryable
 
 PROGRESS_TABLE = "release_backfill_progress"
 

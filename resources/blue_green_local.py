@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import httpx
+
 from release_pipelines.resources.platform import DeployError, Log, ServiceStatus, quiet
 
 

@@ -18,13 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from release_pipelines.resources.ledger_schema import Checkpoint
-from release_pipelines.resources.signatures import (
-    SignatureError,
-    read_allowed_signers,
-    sign,
-    signing_key,
-)
 
 from release_pipelines.core.errors import ReleaseError
 from release_pipelines.core.statements import (
@@ -33,6 +26,13 @@ from release_pipelines.core.statements import (
     StatementError,
     key_fingerprint,
     same_key,
+)
+from release_pipelines.resources.ledger_schema import Checkpoint
+from release_pipelines.resources.signatures import (
+    SignatureError,
+    read_allowed_signers,
+    sign,
+    signing_key,
 )
 
 KEY_VAR, SIGNERS_VAR = "RELEASE_CHECKPOINT_KEY", "RELEASE_CHECKPOINT_SIGNERS"

@@ -7,6 +7,8 @@ from __future__ import annotations
 from functools import cache
 from pathlib import Path
 
+from release_pipelines.core.manifest import Platform as PlatformKind
+from release_pipelines.core.product import Product
 from release_pipelines.resources import settings
 from release_pipelines.resources.command_platform import CommandPlatform
 from release_pipelines.resources.flags import FlagStore
@@ -16,9 +18,6 @@ from release_pipelines.resources.metrics import MetricsProvider
 from release_pipelines.resources.platform import DeploymentPlatform
 from release_pipelines.resources.prometheus_metrics import PrometheusMetricsProvider
 from release_pipelines.resources.router_metrics import RouterMetricsProvider, tenant_cohorts
-
-from release_pipelines.core.manifest import Platform as PlatformKind
-from release_pipelines.core.product import Product
 
 
 @cache

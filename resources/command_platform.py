@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from release_pipelines.core.manifest import NAME_PATTERN, PLACEHOLDER, CommandDeploy, Manifest
 from release_pipelines.resources.platform import (
     VERSION_PATTERN,
     DeployError,
@@ -34,8 +35,6 @@ from release_pipelines.resources.platform import (
     VersionInfo,
     quiet,
 )
-
-from release_pipelines.core.manifest import NAME_PATTERN, PLACEHOLDER, CommandDeploy, Manifest
 
 SAFE_VALUES: Mapping[str, str] = {
     "service": NAME_PATTERN,

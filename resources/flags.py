@@ -21,10 +21,10 @@ from openfeature.evaluation_context import EvaluationContext
 from openfeature.exception import ErrorCode
 from openfeature.flag_evaluation import FlagResolutionDetails, FlagValueType, Reason
 from openfeature.provider import AbstractProvider, Metadata
-from release_pipelines.resources.platform import StateError, StateFile
 
 from release_pipelines.core.errors import ReleaseError
 from release_pipelines.core.manifest import Flag
+from release_pipelines.resources.platform import StateError, StateFile
 
 BOOLEAN_VARIANTS = {"on": True, "off": False}
 

@@ -17,6 +17,19 @@ from pathlib import Path
 from typing import Any, Self
 
 from alembic.util import CommandError
+from sqlalchemy import Connection, Engine, create_engine, event, insert, select, update
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import (
+    ArgumentError,
+    IntegrityError,
+    InternalError,
+    NoSuchModuleError,
+    OperationalError,
+    SQLAlchemyError,
+)
+
+from release_pipelines.core.errors import LedgerError, ReleaseAlreadyActive, ReleaseError
+from release_pipelines.core.states import ACTIVE_STATES, ReleaseState, check_transition
 from release_pipelines.resources.database_url import normalize_url, redact
 from release_pipelines.resources.ledger_schema import (
     GENESIS_HASH,
@@ -43,19 +56,6 @@ from release_pipelines.resources.ledger_schema import (
     to_request,
     upgrade_schema,
 )
-from sqlalchemy import Connection, Engine, create_engine, event, insert, select, update
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import (
-    ArgumentError,
-    IntegrityError,
-    InternalError,
-    NoSuchModuleError,
-    OperationalError,
-    SQLAlchemyError,
-)
-
-from release_pipelines.core.errors import LedgerError, ReleaseAlreadyActive, ReleaseError
-from release_pipelines.core.states import ACTIVE_STATES, ReleaseState, check_transition
 
 __all__ = [
     "DEFAULT_URL",

@@ -28,6 +28,8 @@ from typing import Any
 
 import httpx
 import psutil
+
+from release_pipelines.core.manifest import PLACEHOLDER, LocalDeploy, Manifest, Service
 from release_pipelines.resources.platform import (
     VERSION_PATTERN,
     DeployError,
@@ -39,8 +41,6 @@ from release_pipelines.resources.platform import (
     quiet,
 )
 from release_pipelines.resources.router import Routing, tenant_routing
-
-from release_pipelines.core.manifest import PLACEHOLDER, LocalDeploy, Manifest, Service
 
 Proc = dict[str, Any]
 STOP_GRACE_SECONDS = 5.0

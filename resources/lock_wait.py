@@ -31,9 +31,10 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
-from release_pipelines.resources.migration_safety import MigrationError
 from sqlalchemy import event, text
 from sqlalchemy.engine import Connection, Engine
+
+from release_pipelines.resources.migration_safety import MigrationError
 
 # PostgreSQL's table-level lock conflict matrix (docs: "Conflicting Lock Modes").
 _ORDER = (

@@ -9,13 +9,12 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from release_pipelines.resources.signatures import with_signer_keys
-
 from release_pipelines.core.errors import ManifestError, Problem
 from release_pipelines.core.manifest import Manifest
 from release_pipelines.core.manifest_loader import parse_manifest
 from release_pipelines.core.product import Product, shared_name_problems
 from release_pipelines.core.statements import APPROVAL_NAMESPACE
+from release_pipelines.resources.signatures import with_signer_keys
 
 MANIFEST_NAMES = ("release.yaml", "release.yml")
 

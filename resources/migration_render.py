@@ -22,6 +22,8 @@ from typing import Any
 from alembic.operations import Operations
 from alembic.runtime.environment import EnvironmentContext
 from alembic.script import ScriptDirectory
+
+from release_pipelines.core.linter import RULES, Finding, RevisionSQL, lint_revisions
 from release_pipelines.resources.alembic_config import (
     AlembicProject,
     as_project,
@@ -32,8 +34,6 @@ from release_pipelines.resources.alembic_config import (
 from release_pipelines.resources.migration_safety import ALEMBIC_LOCK, MigrationError
 from release_pipelines.resources.migrations import RevisionInfo, load_revisions, script_directory
 from release_pipelines.resources.shadow_lint import shadow_lint
-
-from release_pipelines.core.linter import RULES, Finding, RevisionSQL, lint_revisions
 
 OFFLINE_URL = "postgresql+psycopg2://"
 NOT_LINTED = "not-linted"

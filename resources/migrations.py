@@ -26,6 +26,13 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy import create_engine
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.pool import NullPool
+
+from release_pipelines.core.manifest import Database
+from release_pipelines.core.reversibility import Reversibility, analyze_revision_source
 from release_pipelines.resources.alembic_config import (
     AlembicProject,
     as_project,
@@ -54,13 +61,6 @@ from release_pipelines.resources.migration_session import (
     applied_to_every_connection,
     connect_args,
 )
-from sqlalchemy import create_engine
-from sqlalchemy.engine import Connection, Engine, make_url
-from sqlalchemy.exc import ArgumentError
-from sqlalchemy.pool import NullPool
-
-from release_pipelines.core.manifest import Database
-from release_pipelines.core.reversibility import Reversibility, analyze_revision_source
 
 Log = Callable[[str], None]
 EXPAND_HEAD = "expand-head"

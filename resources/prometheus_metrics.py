@@ -19,9 +19,9 @@ import time
 from dataclasses import dataclass
 
 import httpx
-from release_pipelines.resources.metrics import MetricsUnavailable, checked
 
 from release_pipelines.core.metrics import MetricsSnapshot, VersionMetrics
+from release_pipelines.resources.metrics import MetricsUnavailable, checked
 
 
 @dataclass(frozen=True)

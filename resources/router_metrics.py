@@ -11,9 +11,9 @@ from functools import cache
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
-from release_pipelines.resources.metrics import MetricsUnavailable, checked
 
 from release_pipelines.core.metrics import MetricsSnapshot, VersionMetrics
+from release_pipelines.resources.metrics import MetricsUnavailable, checked
 
 REQUESTS = "release_router_requests"
 DURATION = "release_router_request_duration_seconds"

@@ -24,6 +24,18 @@ from typing import Any
 
 from alembic.runtime.environment import EnvironmentContext
 from alembic.runtime.migration import MigrationContext
+from sqlalchemy import MetaData, Table, create_engine, event, insert, inspect, select, text
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.pool import NullPool
+
+from release_pipelines.core.linter import (
+    Finding,
+    ObservedStatement,
+    RevisionSQL,
+    lint_observed,
+    lint_revisions,
+)
 from release_pipelines.resources.alembic_config import (
     AlembicProject,
     make_config,
@@ -37,18 +49,6 @@ from release_pipelines.resources.migrations import (
     RevisionInfo,
     failure_summary,
     script_directory,
-)
-from sqlalchemy import MetaData, Table, create_engine, event, insert, inspect, select, text
-from sqlalchemy.engine import Connection, Engine, make_url
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.pool import NullPool
-
-from release_pipelines.core.linter import (
-    Finding,
-    ObservedStatement,
-    RevisionSQL,
-    lint_observed,
-    lint_revisions,
 )
 
 SCRATCH_PREFIX = "release_shadow_"

@@ -68,7 +68,7 @@ def not_counted(rule: SignedBy, group: list[str], release: Any, phase: str, evid
     signed = (statement.phase, statement.product, statement.environment, dict(statement.versions), statement.approver)
     for name, want, got in zip(("phase", "product", "environment", "versions", "approver"), expected, signed, strict=True):
         if want != got:
-            return f"{who}'s signed statement names {name} {_shown(got)}, not {_shown(want)}"
+            return f"{who}'s signed statement names {name} {shown(got)}, not {shown(want)}"
     owners = principals_of(rule, evidence.signing_key)
     fingerprint = key_fingerprint(evidence.signing_key)
     if launcher in owners:
@@ -157,7 +157,8 @@ def signatures_required(rules: Iterable[SignedBy]) -> bool:
     return any(r.signatures is Signatures.required for r in rules)
 
 
-def _shown(value: Any) -> str:
+def shown(value: Any) -> str:
+    """A value as messages show it: k=v pairs for a mapping, repr otherwise."""
     if isinstance(value, dict):
         return ", ".join(f"{k}={v}" for k, v in sorted(value.items())) or "(none)"
     return repr(value)

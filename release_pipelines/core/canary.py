@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any
 
 from release_pipelines.core.judge import (
@@ -76,7 +77,7 @@ def append_read(entry: dict[str, list[Counts]], stable: Any, canary: Any, limit:
 
 def _buckets(series: Sequence[Counts]) -> list[Bucket]:
     out = []
-    for earlier, later in zip(series, series[1:]):
+    for earlier, later in pairwise(series):
         requests = later[0] - earlier[0]
         errors = later[1] - earlier[1]
         if requests < 0:  # a restarted router resets its counters: count from zero

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from datetime import date, time
 from enum import Enum
+from itertools import pairwise
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -187,7 +188,7 @@ class Canary(Strict):
     def _increasing_to_100(cls, steps: list[int]) -> list[int]:
         if not steps:  # before steps[-1]: an empty list must be a refusal, not an IndexError
             raise ValueError("give the traffic steps, e.g. [10, 50, 100]")
-        if any(b <= a for a, b in zip(steps, steps[1:])):
+        if any(b <= a for a, b in pairwise(steps)):
             raise ValueError(f"traffic steps must strictly increase, got {steps}")
         if steps[-1] != 100:
             raise ValueError(f"the last traffic step must be 100, got {steps[-1]}")

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from release_pipelines.core.approvals import Evidence, principals_of
+from release_pipelines.core.approvals import Evidence, principals_of, shown
 from release_pipelines.core.manifest import Signatures, SignedBy
 from release_pipelines.core.statements import LAUNCH_REQUEST, key_fingerprint
 
@@ -58,7 +58,7 @@ def request_refusal(rule: SignedBy | None, asked: Asked, evidence: Evidence) -> 
     signed = (statement.product, statement.environment, dict(statement.versions), statement.approver)
     for name, want, got in zip(("product", "environment", "versions", "requester"), expected, signed, strict=True):
         if want != got:
-            return f"{who}'s signed request {request} names {name} {_shown(got)}, not {_shown(want)}"
+            return f"{who}'s signed request {request} names {name} {shown(got)}, not {shown(want)}"
     owners = principals_of(rule, evidence.signing_key)
     if who not in owners:
         belongs = f"it belongs to {', '.join(owners)}" if owners else "no signer of the requests rule has it"
@@ -68,8 +68,3 @@ def request_refusal(rule: SignedBy | None, asked: Asked, evidence: Evidence) -> 
         return f"{who}'s signed request names ledger head {statement.head_seq}, which is not in this ledger's chain"
     return None
 
-
-def _shown(value: Any) -> str:
-    if isinstance(value, dict):
-        return ", ".join(f"{k}={v}" for k, v in sorted(value.items())) or "(none)"
-    return repr(value)

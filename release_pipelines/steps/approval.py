@@ -8,6 +8,7 @@ and verifies signatures around them. A refusal records nothing.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -50,17 +51,25 @@ def sign_approval(book: Any, release: Any, phase: str, approver: str, comment: s
 def evidence_of(book: Any, release: Any, approver: str, phase: str, statement: str | None,
                 signature: str | None) -> Evidence:
     """What one approval proves: its statement, the key that signed it, the ledger head it saw."""
+    evidence = verified_evidence(approver, phase, statement, signature)
+    if evidence.signing_key is None:
+        return evidence
+    return replace(evidence, head_seen=_head_seen(book, release, evidence.statement))
+
+
+def verified_evidence(who: str, phase: str, statement: str | None, signature: str | None) -> Evidence:
+    """A signed statement checked: parsed, and the key whose signature over it verifies (None, with
+    the reason, when none does); `head_seen` is left for the caller, who knows which chain counts."""
     if not signature:
-        return Evidence(approver, phase)
+        return Evidence(who, phase)
     try:
         parsed = ApprovalStatement.parse(statement or "")
     except StatementError as exc:
-        return Evidence(approver, phase, _unreadable(approver, phase), signature_problem=str(exc))
+        return Evidence(who, phase, _unreadable(who, phase), signature_problem=str(exc))
     try:
-        key, problem = signing_key(parsed.text(), signature, APPROVAL_NAMESPACE), None
+        return Evidence(who, phase, parsed, signing_key(parsed.text(), signature, APPROVAL_NAMESPACE))
     except SignatureError as exc:
-        key, problem = None, str(exc)
-    return Evidence(approver, phase, parsed, key, problem, _head_seen(book, release, parsed))
+        return Evidence(who, phase, parsed, None, str(exc))
 
 
 def _head_seen(book: Any, release: Any, statement: ApprovalStatement) -> bool:
@@ -70,9 +79,9 @@ def _head_seen(book: Any, release: Any, statement: ApprovalStatement) -> bool:
     return book.event_hashes(statement.head_seq - 1, statement.head_seq) == [(statement.head_seq, statement.head_hash)]
 
 
-def _unreadable(approver: str, phase: str) -> ApprovalStatement:
+def _unreadable(who: str, phase: str) -> ApprovalStatement:
     """A stand-in for a statement that does not parse: signed, but proving nothing."""
-    return ApprovalStatement("", phase, "", "", {}, approver, -1, "", datetime.min.replace(tzinfo=UTC))
+    return ApprovalStatement("", phase, "", "", {}, who, -1, "", datetime.min.replace(tzinfo=UTC))
 
 
 def approve(

@@ -9,7 +9,7 @@ The rule is pure (`core.requests`); this module reads the ledger and verifies si
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,11 +23,11 @@ from release_pipelines.core.statements import (
     LAUNCH_REQUEST,
     ApprovalStatement,
     SignedDocument,
-    StatementError,
 )
 from release_pipelines.resources.ledger import new_request_id
 from release_pipelines.resources.ledger_schema import GENESIS_HASH
-from release_pipelines.resources.signatures import SignatureError, sign, signing_key
+from release_pipelines.resources.signatures import sign
+from release_pipelines.steps.approval import verified_evidence
 
 
 @dataclass(frozen=True)
@@ -77,25 +77,13 @@ def launch_refusal(manifest: Manifest, book: Any, request: Any) -> str | None:
 def evidence_of_request(book: Any, requester: str, statement: str | None, signature: str | None) -> Evidence:
     """What a request proves: its statement, the key whose signature over it verifies, and whether
     the ledger head it names is in this ledger's chain."""
-    if not signature:
-        return Evidence(requester, LAUNCH_REQUEST)
-    try:
-        parsed = ApprovalStatement.parse(statement or "")
-    except StatementError as exc:
-        return Evidence(requester, LAUNCH_REQUEST, _unreadable(requester), signature_problem=str(exc))
-    try:
-        key, problem = signing_key(parsed.text(), signature, APPROVAL_NAMESPACE), None
-    except SignatureError as exc:
-        key, problem = None, str(exc)
-    return Evidence(requester, LAUNCH_REQUEST, parsed, key, problem, _in_chain(book, parsed.head_seq, parsed.head_hash))
+    evidence = verified_evidence(requester, LAUNCH_REQUEST, statement, signature)
+    if evidence.signing_key is None:
+        return evidence
+    return replace(evidence, head_seen=_in_chain(book, evidence.statement.head_seq, evidence.statement.head_hash))
 
 
 def _in_chain(book: Any, seq: int, head: str) -> bool:
     if seq == 0:
         return head == GENESIS_HASH
     return book.event_hashes(seq - 1, seq) == [(seq, head)]
-
-
-def _unreadable(requester: str) -> ApprovalStatement:
-    """A stand-in for a statement that does not parse: signed, but proving nothing."""
-    return ApprovalStatement("", LAUNCH_REQUEST, "", "", {}, requester, -1, "", datetime.min.replace(tzinfo=UTC))

@@ -8,6 +8,7 @@ must not commit it: ``begin_transaction`` is a no-op on a connection already in 
 from __future__ import annotations
 
 from alembic import context
+
 from release_pipelines.resources.ledger_schema import VERSION_TABLE, metadata
 
 context.configure(
