@@ -18,9 +18,10 @@ demo: $(STAMP)
 ## The whole test suite, Postgres tests included (RELEASE_TEST_POSTGRES_URL picks the server),
 ## on TEST_WORKERS pytest-xdist workers. All tests of a file run on one worker (--dist loadfile:
 ## module-scoped servers start once, the fault matrix's cells and the production-mode tests keep
-## their order; loadgroup's xdist_group is ignored under pytest 9.2 with xdist 3.8). The slowest
-## tests and the wall time are printed at the end.
-TEST_WORKERS ?= auto
+## their order; loadgroup's xdist_group is ignored under pytest 9.2 with xdist 3.8). Two workers per
+## core: the suite waits on servers, sensors and live traffic more than it computes, and files
+## with `slow` tests start first. The slowest tests and the wall time are printed at the end.
+TEST_WORKERS ?= $(shell echo $$(( $$(nproc) * 2 )))
 test: $(STAMP)
 	$(BIN)/python -m tests.setup_services
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=15

@@ -15,6 +15,7 @@ hung test fails with its name instead of holding the run.
 from __future__ import annotations
 
 import os
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -45,11 +46,30 @@ def worker_homes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         yield base
 
 
+@pytest.fixture(autouse=True)
+def no_dagster_instance_context_from_an_earlier_test() -> Iterator[None]:
+    """Each test starts outside any Dagster instance's context. Dagster keeps the defs-state
+    storage of the last instance entered in a context variable; an instance entered by one test and
+    never left in order (a resource or op context built without an instance enters an ephemeral
+    one) outlives its instance, and the next test in this worker that builds definitions fails with
+    "Attempted to resolve undefined DagsterInstance weakref" (seen with -n 4)."""
+    storage = sys.modules.get("dagster._core.storage.defs_state.base")  # nothing to clear before Dagster loads
+    if storage is None:
+        yield
+        return
+    with storage.set_defs_state_storage(None):
+        yield
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """`slow` tests get the longer time limit unless they set their own."""
+    """`slow` tests get the longer time limit unless they set their own, and files with a slow test
+    run first: xdist (--dist loadfile) hands out files in this order, so the longest ones start at
+    once instead of one of them starting last and running alone at the end."""
     for item in items:
         if item.get_closest_marker("slow") and not item.get_closest_marker("timeout"):
             item.add_marker(pytest.mark.timeout(SLOW_TEST_TIMEOUT))
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)  # stable: a file's tests keep their order
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:

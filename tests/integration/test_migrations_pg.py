@@ -128,7 +128,7 @@ def test_expand_under_write_load_loses_no_write(postgres_url: str) -> None:
         writer.stopping.set()
         writer.join(5)
     assert writer.failures == []
-    assert at_end > at_start > 20  # the old release kept writing during the migration
+    assert at_end > at_start >= 20  # the old release kept writing during the migration
     assert [r.revision for r in results] == EXPAND
     assert all(r.statements and r.duration_s > 0 for r in results)
     assert (
