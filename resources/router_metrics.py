@@ -6,11 +6,11 @@ that is not that format, or numbers that cannot be counters, is MetricsUnavailab
 from __future__ import annotations
 
 import math
+import re
 from collections import defaultdict
 from functools import cache
 
 import httpx
-from prometheus_client.parser import text_string_to_metric_families
 
 from release_pipelines.core.metrics import MetricsSnapshot, VersionMetrics
 from release_pipelines.resources.metrics import MetricsUnavailable, checked
@@ -33,35 +33,84 @@ def tenant_cohorts(manifest) -> dict[str, tuple[str, str]]:
     return {s.name: ("general", "tenant") for s in getattr(manifest, "services", []) if s.canary.tenants}
 
 
+# The text exposition format (0.0.4), strictly: a line is blank, a comment, or one sample
+# `name{label="value",...} value [timestamp]`. Anything else means the body is not a router's.
+_LABEL = r'[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\.)*"'
+_VALUE = r"[+-]?(?:[0-9]+\.?[0-9]*(?:[eE][+-]?[0-9]+)?|\.[0-9]+(?:[eE][+-]?[0-9]+)?|NaN|Inf)"
+_SAMPLE = re.compile(
+    rf"([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{{((?:{_LABEL}(?:,{_LABEL})*,?)?)\}})?[ \t]+({_VALUE})(?:[ \t]+-?[0-9]+)?[ \t]*"
+)
+_LABELS = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\\n]|\\.)*)"')
+_NUMBER = re.compile(_VALUE)
+_ESCAPE = re.compile(r"\\(.)")
+_DECLARED = {f"{REQUESTS}_total": "counter", DURATION: "histogram",
+             f"{COHORT_REQUESTS}_total": "counter", COHORT_DURATION: "histogram"}
+
+
+def _labels(text: str) -> dict[str, str]:
+    labels = dict(_LABELS.findall(text))
+    if "\\" in text:  # escaped \\, \" or \n in a value
+        labels = {k: _ESCAPE.sub(lambda m: "\n" if m[1] == "n" else m[1], v) for k, v in labels.items()}
+    return labels
+
+
+def _declared_type_problem(line: str) -> str | None:
+    """What is wrong with a `# TYPE` line that declares one of the judged families, if anything."""
+    parts = line.split()
+    expected = _DECLARED.get(parts[2]) if len(parts) == 4 else None
+    if expected is not None and parts[3] != expected:
+        return f"{parts[2]} is declared a {parts[3]}, not a {expected}"
+    return None
+
+
 def parse_router_metrics(text: str, cohort: str | None = None, source: str = "router metrics") -> dict[str, VersionMetrics]:
     """version -> cumulative counters, from one scrape of a router (one cohort's only, if given);
-    MetricsUnavailable when `text` is not the exposition format or holds impossible counts."""
-    try:
-        families = list(text_string_to_metric_families(text))
-    except (ValueError, TypeError, KeyError, IndexError) as exc:
-        raise MetricsUnavailable(f"{source}: the body is not Prometheus text format ({exc})") from None
+    MetricsUnavailable when `text` is not the exposition format or holds impossible counts.
+
+    A strict parser of the router's own exposition (`resources.router`), not a general one: every
+    line must be a comment or a well-formed sample, and only the two judged families are read
+    (requests by code class, the latency histogram's buckets). It replaces prometheus_client's
+    parser, which built every family and sample of the scrape on each tick (benchmarks/RESULTS.md,
+    "Issue 19, P5 again")."""
+    requests_name, duration_name = (REQUESTS, DURATION) if cohort is None else (COHORT_REQUESTS, COHORT_DURATION)
+    total_name, bucket_name = f"{requests_name}_total", f"{duration_name}_bucket"
     requests: dict[str, float] = defaultdict(float)
     errors: dict[str, float] = defaultdict(float)
     buckets: dict[str, dict[float, float]] = defaultdict(dict)
-    names = (REQUESTS, DURATION) if cohort is None else (COHORT_REQUESTS, COHORT_DURATION)
-    for family in families:
-        if family.name not in names:
+    seen: set[tuple[str, str]] = set()
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line or line.isspace():
             continue
-        for sample in family.samples:
-            version = sample.labels.get("version")
-            if version is None or (cohort is not None and sample.labels.get("cohort") != cohort):
-                continue
-            if not math.isfinite(sample.value):
-                raise MetricsUnavailable(f"{source}: {sample.name}{{version={version!r}}} is {sample.value}, not a count")
-            if family.name == names[0] and sample.name.endswith("_total"):
-                requests[version] += sample.value
-                if sample.labels.get("code_class") == "5xx":
-                    errors[version] += sample.value
-            elif family.name == names[1] and sample.name.endswith("_bucket"):
-                le = float(sample.labels.get("le", "nan"))
-                if math.isnan(le):
-                    raise MetricsUnavailable(f"{source}: {sample.name}{{version={version!r}}} has no numeric le")
-                buckets[version][le] = buckets[version].get(le, 0) + sample.value
+        if line.startswith("#"):
+            if line.startswith("# TYPE release_router_") and (problem := _declared_type_problem(line)):
+                raise MetricsUnavailable(f"{source}: line {number}: {problem}")
+            continue
+        sample = _SAMPLE.fullmatch(line)
+        if sample is None:
+            raise MetricsUnavailable(
+                f"{source}: the body is not Prometheus text format (line {number}: {line[:80]!r})")
+        name, label_text, value_text = sample.groups()
+        if name != total_name and name != bucket_name:
+            continue
+        if (name, label_text) in seen:
+            raise MetricsUnavailable(f"{source}: line {number}: {name}{{{label_text}}} appears twice")
+        seen.add((name, label_text))
+        labels = _labels(label_text or "")
+        version = labels.get("version")
+        if version is None or (cohort is not None and labels.get("cohort") != cohort):
+            continue
+        value = float(value_text)
+        if not math.isfinite(value):
+            raise MetricsUnavailable(f"{source}: {name}{{version={version!r}}} is {value}, not a count")
+        if name == total_name:
+            requests[version] += value
+            if labels.get("code_class") == "5xx":
+                errors[version] += value
+        else:
+            le = _bound(labels.get("le"))
+            if le is None:
+                raise MetricsUnavailable(f"{source}: {name}{{version={version!r}}} has no numeric le")
+            buckets[version][le] = buckets[version].get(le, 0) + value
     return {
         v: checked(VersionMetrics(v, int(requests[v]), int(errors[v]),
                                   tuple(sorted((le, int(c)) for le, c in buckets[v].items()))), source)
@@ -69,8 +118,16 @@ def parse_router_metrics(text: str, cohort: str | None = None, source: str = "ro
     }
 
 
+def _bound(le: str | None) -> float | None:
+    """A bucket's upper bound (`+Inf` included), or None when it is missing or not a number."""
+    if le is None or not _NUMBER.fullmatch(le):
+        return None
+    bound = float(le)
+    return None if math.isnan(bound) else bound
+
+
 @cache
-def _shared_client() -> httpx.Client:
+def shared_client() -> httpx.Client:
     """One pooled client per process: a new client per scrape costs ~60 ms (SSL context set-up),
     most of a sensor tick (benchmarks/sensor_tick.py)."""
     return httpx.Client()
@@ -83,7 +140,7 @@ class RouterMetricsProvider:
         self._endpoint_of = endpoint_of
         self._cohorts = cohorts or {}  # service -> (stable cohort, canary cohort): see tenant_cohorts
         self._timeout = timeout
-        self._client = _shared_client()
+        self._client = shared_client()
 
     def snapshot(self, service: str, stable_version: str, canary_version: str) -> MetricsSnapshot:
         base = self._endpoint_of(service)

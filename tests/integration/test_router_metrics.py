@@ -11,10 +11,11 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
-from release_pipelines.resources.metrics import MetricsUnavailable
-from release_pipelines.resources.router_metrics import RouterMetricsProvider, parse_router_metrics
+from prometheus_client.parser import text_string_to_metric_families
 
 from release_pipelines.core.metrics import VersionMetrics
+from release_pipelines.resources.metrics import MetricsUnavailable
+from release_pipelines.resources.router_metrics import RouterMetricsProvider, parse_router_metrics
 from tests.prometheus_server import Processes, free_port, stop
 
 SERVICE = "catalog"
@@ -82,6 +83,28 @@ def test_counts_per_version_match_what_clients_saw(stack: Stack) -> None:
     # 50 % weight: both sides get traffic; 5xx are counted as errors, only on the bad canary
     assert seen[STABLE] > 50 and seen[CANARY] > 50
     assert failed[STABLE] == 0 and failed[CANARY] > 0
+
+
+def test_the_strict_parser_reads_a_live_router_as_prometheus_client_does(stack: Stack) -> None:
+    """The router's own exposition (HELP, TYPE, _created, _sum, both cohorts' families), scraped
+    over HTTP, reads the same through the strict parser as through prometheus_client's."""
+    send(stack.url, 40)
+    text = httpx.get(f"{stack.url}/_router/metrics", timeout=5).text
+    for cohort, prefix in ((None, "release_router_"), ("general", "release_router_cohort_")):
+        requests, errors, buckets = Counter(), Counter(), {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                version = sample.labels.get("version")
+                if version is None or (cohort and sample.labels.get("cohort") != cohort):
+                    continue
+                if sample.name == f"{prefix}requests_total":
+                    requests[version] += int(sample.value)
+                    errors[version] += int(sample.value) * (sample.labels["code_class"] == "5xx")
+                elif sample.name == f"{prefix}request_duration_seconds_bucket":
+                    buckets.setdefault(version, []).append((float(sample.labels["le"]), int(sample.value)))
+        expected = {v: VersionMetrics(v, requests[v], errors[v], tuple(sorted(buckets[v]))) for v in requests}
+        assert parse_router_metrics(text, cohort) == expected
+        assert set(expected) == {STABLE, CANARY} and expected[CANARY].errors > 0
 
 
 def test_a_version_without_traffic_has_no_metrics(stack: Stack) -> None:
