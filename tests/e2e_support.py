@@ -87,6 +87,9 @@ class DagsterServers:
                                 env=self.env, cwd=ROOT)
 
     def start(self, daemon: bool = True) -> DagsterServers:
+        if daemon:  # both would create a fresh instance's tables at once ("table snapshots already exists")
+            subprocess.run([dagster_bin("dagster"), "instance", "migrate"], env=self.env, cwd=ROOT, check=True,
+                           capture_output=True, timeout=SERVER_START_SECONDS)
         self.webserver = self._start("webserver", [
             dagster_bin("dagster-webserver"), "-w", str(self.workspace), "-p", str(self.port), "-h", "127.0.0.1"])
         if daemon:
