@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from sqlalchemy.exc import IntegrityError
 
 from release_pipelines.core.errors import ReleaseError
 from release_pipelines.core.statements import (
@@ -79,8 +80,9 @@ class AnchorReport:
 
 
 def write_checkpoint(book: Any, settings: CheckpointSettings) -> tuple[Checkpoint, list[str]]:
-    """Sign the chain head now (nothing new since the last checkpoint: that one) and store it in
-    the ledger and every configured copy; returns it and warnings about copies that failed."""
+    """Sign the chain head now (nothing new since the last checkpoint, or stored meanwhile by
+    another writer: that one) and store it in the ledger and every configured copy; returns it and
+    warnings about copies that failed. One checkpoint per head: `seq` is the table's key."""
     if settings.key is None:
         raise ReleaseError(f"no checkpoint key: set {KEY_VAR} to the deployment's SSH key (see docs/production.md)")
     existing = book.checkpoints()
@@ -92,8 +94,11 @@ def write_checkpoint(book: Any, settings: CheckpointSettings) -> tuple[Checkpoin
     now = datetime.now(UTC)
     statement = CheckpointStatement(book.ledger_id(), seq, head, now, since, hashes).text()
     signature = sign(statement, CHECKPOINT_NAMESPACE, settings.key)
-    checkpoint = book.add_checkpoint(Checkpoint(seq, head, now, signing_key(statement, signature, CHECKPOINT_NAMESPACE),
-                                                statement, signature))
+    try:
+        checkpoint = book.add_checkpoint(Checkpoint(seq, head, now, signing_key(statement, signature, CHECKPOINT_NAMESPACE),
+                                                    statement, signature))
+    except IntegrityError:  # another writer (a second product's sensor, cron) stored this head first; it copies it
+        return next(c for c in reversed(book.checkpoints()) if c.seq == seq), []
     return checkpoint, copy_outside(checkpoint, settings)
 
 

@@ -1,7 +1,7 @@
 """A product's Dagster definitions: its release, promote, rollback, contract, approval,
-rehearsal and checks jobs, the canary, run-failure and records sensors, the schedules, and the
-table and service assets with their checks. `release_pipelines.code_location` and the component
-call these; nothing here runs at import.
+rehearsal and checks jobs, the canary, run-failure, records and ledger-checkpoint sensors, the
+schedules, and the table and service assets with their checks. `release_pipelines.code_location`
+and the component call these; nothing here runs at import.
 """
 
 from pathlib import Path
@@ -20,6 +20,7 @@ from release_pipelines.assets.tables import (
 from release_pipelines.core.environments import environment_products
 from release_pipelines.core.product import Product
 from release_pipelines.orchestration.canary_sensor import build_canary_sensor
+from release_pipelines.orchestration.checkpoints import build_checkpoint_sensor
 from release_pipelines.orchestration.dagster_resources import default_resources
 from release_pipelines.orchestration.failure_sensor import build_failure_sensor
 from release_pipelines.orchestration.jobs.approval import build_approval_job
@@ -61,6 +62,7 @@ def product_definitions(product: Product) -> Definitions:
             build_canary_sensor(product, promote, rollback),
             build_failure_sensor(product, [release, promote, contract], rollback),
             build_records_sensor(product),
+            build_checkpoint_sensor(product),
         ],
     )
 
@@ -100,6 +102,7 @@ def environment_definitions(product: Product) -> Definitions:
             build_canary_sensor(stage, promote, rollback),
             build_failure_sensor(stage, [release, promote, contract], rollback),
             build_records_sensor(stage),
+            build_checkpoint_sensor(stage),
         ]
     return Definitions(assets=assets, asset_checks=table_asset_checks(first.manifest, first.directory, translator),
                        jobs=jobs, schedules=schedules, sensors=sensors)
