@@ -24,9 +24,11 @@ from release_pipelines.cli.common import (
     user_errors,
 )
 from release_pipelines.core.approvals import approval_refusal, signatures_required
+from release_pipelines.core.environments import environment_product
 from release_pipelines.core.errors import ReleaseError
 from release_pipelines.core.manifest import ApprovalPhase
 from release_pipelines.core.planner import plan_release
+from release_pipelines.core.product import Product
 from release_pipelines.core.records import render_release_notes
 from release_pipelines.core.windows import next_opening, window_status
 from release_pipelines.resources import settings
@@ -76,6 +78,18 @@ def approve_command(release_id: str, phase: str, approver: str | None, comment: 
         console.print(waiting if waiting else f"{phase}: every required approval is in", highlight=False)
 
 
+def requested_product(product: Product, environment: str | None) -> Product:
+    """The product a request is queued for: with `environments:` one of them, whose
+    `<product>_<environment>_release_window` schedule launches it within that environment's windows."""
+    if environment is None:
+        if product.manifest.environments:
+            names = ", ".join(e.name for e in product.manifest.environments)
+            raise ReleaseError(f"{product.name} is released through environments ({names}); "
+                               "say which with --environment NAME")
+        return product
+    return environment_product(product, environment)
+
+
 @click.command("request")
 @click.argument("manifest", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--version", "versions", multiple=True, required=True, metavar="SERVICE=VERSION",
@@ -87,12 +101,13 @@ def approve_command(release_id: str, phase: str, approver: str | None, comment: 
 @click.option("--key", type=click.Path(path_type=Path), default=None,
               help="SSH key to sign the request with: a private key, or a .pub whose private half is in the agent "
                    "(default where the manifest's requests rule requires signatures: the SSH agent's first key)")
+@click.option("--environment", default=None, help="the environment to release into (manifests with environments:)")
 @user_errors
 def request_command(manifest: Path, versions: tuple[str, ...], window: str, comment: str | None,
-                    actor: str | None, key: Path | None) -> None:
+                    actor: str | None, key: Path | None, environment: str | None) -> None:
     """Queue a release for the next release window; the product's schedule launches it, with you as
     the launcher. Signed with your SSH key where the manifest's `requests` rule says so."""
-    product = load_product(manifest)
+    product = requested_product(load_product(manifest), environment)
     wanted = parse_assignments(versions, "--version")
     book = open_ledger()
     plan_release(product.manifest, wanted, book.stable_versions(product.name))  # refuse a bad request now
@@ -101,7 +116,7 @@ def request_command(manifest: Path, versions: tuple[str, ...], window: str, comm
     signed = None
     if key is not None or (rule is not None and signatures_required([rule])):
         signed = sign_request(book, product.name, wanted, who, comment, key)
-    request = queue_request(product.manifest, book, wanted, who, window, comment, signed)
+    request = queue_request(product.manifest, book, wanted, who, window, comment, signed, product=product.name)
     now = datetime.now(UTC)
     windows = product.manifest.windows
     status = window_status(windows, now)

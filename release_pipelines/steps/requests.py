@@ -51,19 +51,21 @@ def sign_request(book: Any, product: str, versions: Mapping[str, str], requester
 
 
 def queue_request(manifest: Manifest, book: Any, versions: Mapping[str, str], requester: str, window: str = "next",
-                  comment: str | None = None, signed: SignedRequest | None = None):
-    """Queue the request, or raise ReleaseError (nothing queued) when the manifest's `requests`
-    rule would not let it launch: unsigned where signatures are required, or a signature that is
-    not the requester's over exactly this request."""
+                  comment: str | None = None, signed: SignedRequest | None = None, product: str | None = None):
+    """Queue the request for `product` (default: the manifest's; an environment's is
+    `<product>_<environment>`, whose window schedule launches it), or raise ReleaseError (nothing
+    queued) when the manifest's `requests` rule would not let it launch: unsigned where signatures
+    are required, or a signature that is not the requester's over exactly this request."""
+    name = product or manifest.product
     if signed is not None and (manifest.requests is None or not manifest.requests.signer_keys()):
         raise ReleaseError(f"request refused: the {manifest.product} manifest has no requests.signers to check a "
                            "signature against; add a `requests:` rule with signers, or queue it without --key")
-    asked = Asked(signed.id if signed else "", manifest.product, dict(versions), requester)
+    asked = Asked(signed.id if signed else "", name, dict(versions), requester)
     statement, signature = (signed.document.statement, signed.document.signature) if signed else (None, None)
     problem = request_refusal(manifest.requests, asked, evidence_of_request(book, requester, statement, signature))
     if problem:
         raise ReleaseError(f"request refused: {problem}")
-    return book.request_release(manifest.product, versions, requester, window, comment,
+    return book.request_release(name, versions, requester, window, comment,
                                 request_id=signed.id if signed else None, statement=statement, signature=signature)
 
 

@@ -22,6 +22,7 @@ from release_pipelines.cli.main import main
 from release_pipelines.core.errors import ManifestError, ReleaseError
 from release_pipelines.core.statements import APPROVAL_NAMESPACE, SignedDocument
 from release_pipelines.orchestration.dagster_resources import LedgerResource
+from release_pipelines.orchestration.definitions import build_definitions
 from release_pipelines.orchestration.jobs.release import build_release_job
 from release_pipelines.orchestration.schedules import (
     SCHEDULER,
@@ -34,7 +35,8 @@ from release_pipelines.resources.manifest_files import load_product
 from release_pipelines.steps.requests import SignedRequest, queue_request, sign_request
 from tests.ssh_keys import allowed_signers, make_keys, ssh_agent
 
-SHOP = Path(__file__).resolve().parents[2] / "examples" / "shop"
+ROOT = Path(__file__).resolve().parents[2]
+SHOP = ROOT / "examples" / "shop"
 MANIFEST = """
 product: req
 platform: local
@@ -279,3 +281,29 @@ def test_on_postgres_a_forged_request_is_cancelled_and_a_signed_one_launched(
     assert (launch.run_key, launch.tags[TAG_ACTOR]) == (valid.id, "alice")
     assert "it belongs to bob" in refusal_note(env, forged.id)
     env.book.close()
+
+
+def test_a_request_for_a_product_with_environments_is_launched_by_that_environments_schedule(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    manifest = ROOT / "examples" / "shop_environments" / "release.yaml"
+    url = f"sqlite:///{tmp_path}/ledger.db"
+    monkeypatch.setenv("RELEASE_LEDGER_URL", url)
+    monkeypatch.setenv("RELEASE_HOME", str(tmp_path / "home"))
+    unsure = cli("request", str(manifest), "--version", "catalog=1.1.0", "--as", "alice")
+    assert unsure.code == 2 and "environments (staging, production)" in unsure.out and "--environment" in unsure.out
+    queued = cli("request", str(manifest), "--environment", "staging", "--version", "catalog=1.1.0", "--as", "alice")
+    assert queued.code == 0, queued.out
+    book = Ledger(url)
+    try:
+        [request] = book.release_requests(state="queued")
+        assert request.product == "shop_staging"
+        defs = build_definitions(manifest)
+        (tmp_path / "dagster_home").mkdir()
+        instance = DagsterInstance.local_temp(str(tmp_path / "dagster_home"))
+        context = build_schedule_context(instance=instance, scheduled_execution_time=datetime.now(UTC),
+                                         resources={"release_ledger": LedgerResource(url=url)})
+        [run] = defs.resolve_schedule_def("shop_staging_release_window").evaluate_tick(context).run_requests
+        assert run.job_name == "shop_staging_release" and run.tags[TAG_ACTOR] == "alice"
+        assert run.run_config["ops"]["preflight"]["config"]["versions"] == {"catalog": "1.1.0"}
+    finally:
+        book.close()
