@@ -70,8 +70,10 @@ def service_of(product: str) -> str:
 
 class _Router:
     """One router's metrics as `resources.router.create_app` keeps them (same names, labels and
-    buckets, prometheus_client's own exposition); each scrape first adds a tick's traffic: stable
-    ~200, canary ~20 requests, 0.5 % errors, latency ~lognormal with a ~100 ms median."""
+    buckets, prometheus_client's own exposition). A tick's traffic (stable ~200, canary ~20
+    requests, 0.5 % errors, latency ~lognormal with a ~100 ms median) is recorded at the start and
+    after each scrape is answered: a real router counts requests as they come, not while a scrape
+    waits."""
 
     def __init__(self, service: str, rng: random.Random) -> None:
         self.service, self.rng, self.registry = service, rng, CollectorRegistry()
@@ -85,8 +87,9 @@ class _Router:
         self.cohort_duration = Histogram(
             "release_router_cohort_request_duration_seconds", "Time to answer, by version and cohort",
             ["service", "version", "role", "cohort"], buckets=BUCKETS, registry=self.registry)
+        self.add_traffic()
 
-    def scrape(self) -> bytes:
+    def add_traffic(self) -> None:
         for version, role, n in (("1.0.0", "stable", 200), ("1.1.0", "canary", 20)):
             for _ in range(n):
                 code_class = "5xx" if self.rng.random() < 0.005 else "2xx"
@@ -95,7 +98,6 @@ class _Router:
                 self.duration.labels(self.service, version, role).observe(latency)
                 self.cohort_requests.labels(self.service, version, role, "general", code_class).inc()
                 self.cohort_duration.labels(self.service, version, role, "general").observe(latency)
-        return generate_latest(self.registry)
 
 
 def serve(port_file: str, count: int) -> None:
@@ -109,12 +111,15 @@ def serve(port_file: str, count: int) -> None:
 
         def do_GET(self) -> None:
             with lock:
-                body = self.server.router.scrape()
+                body = generate_latest(self.server.router.registry)
             self.send_response(200)
             self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
+            self.wfile.flush()
+            with lock:
+                self.server.router.add_traffic()
 
         def log_message(self, *_args) -> None:
             pass
