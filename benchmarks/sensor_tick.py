@@ -22,14 +22,18 @@ later ticks (longer series in the cursor), against the goal of 1,000 releases ju
 within 10 s; one more tick split into the ledger read, `read_tick`, `plan_tick` and the rest
 (Dagster's evaluation around them); one release's reads repeated (GET and parse apart) and the
 pure plan's cost once the cursor holds 10, 60 and 120 points. `--profile TOP` adds a cProfile of
-one more tick of all N.
+one more tick of all N. `--ab` compares the scrape's parsers in one run: after the first tick,
+ticks alternate prometheus_client's general parser (A, the code before "Issue 19, P5 again") and
+the strict one (B) in ABBA order, so a load that drifts or a series that grows favours neither;
+the summary is then B's.
 
-    python -m benchmarks.sensor_tick [--quick] [--releases N] [--profile TOP]   (N = 1000; --quick: 3 ticks, else 10)
+    python -m benchmarks.sensor_tick [--quick] [--releases N] [--profile TOP] [--ab]   (N = 1000; --quick: 3 ticks, else 10)
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import random
 import subprocess
@@ -37,12 +41,17 @@ import sys
 import tempfile
 import threading
 import time
+from collections import defaultdict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks.common import ROOT, median, percentile, print_header, table, verdict
+from release_pipelines.core.metrics import VersionMetrics
+from release_pipelines.resources import router_metrics
+from release_pipelines.resources.metrics import MetricsUnavailable, checked
 from release_pipelines.resources.router import BUCKETS
 
 GOAL_MS = 10.0  # per release: 1,000 releases in one tick within 10 s
@@ -173,6 +182,9 @@ def main() -> None:
     parser.add_argument("--releases", type=int, default=1000, help="active releases (one product each)")
     parser.add_argument("--profile", type=int, default=0, metavar="TOP",
                         help="after the ticks, cProfile one more and print the TOP functions")
+    parser.add_argument("--ab", action="store_true",
+                        help="after the first tick, alternate the scrape's parser in ABBA order: A = prometheus_client's "
+                             "(before issue 19 P5 again), B = router_metrics' strict one (ticks: 1 + 4, or 1 + 8 without --quick)")
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     parser.add_argument("--routers", type=int, default=100, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -180,6 +192,8 @@ def main() -> None:
         serve(args.serve, args.routers)
         return
     products, ticks = args.releases, (3 if args.quick else 10)
+    if args.ab:
+        ticks = 5 if args.quick else 9
     started = time.monotonic()
     print_header("Sensor tick cost", f"{products} products, each with one release in canary step 0; "
                                      f"{ticks} ticks of all {products} canary sensors")
@@ -203,16 +217,18 @@ def main() -> None:
                     raise SystemExit("metrics server did not start")
                 time.sleep(0.05)
             ports = [int(p) for p in port_file.read_text().split()]
-            per_tick, breakdown, outcome, build_s = run_ticks(root, products, ticks, ports, args.profile)
+            per_tick, breakdown, outcome, build_s = run_ticks(root, products, ticks, ports, args.profile, args.ab)
         finally:
             server.terminate()
             server.wait()
             for key, value in saved.items():
                 os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
     per_tick, per_tick_cpu = per_tick
-    split, breakdown = breakdown
+    split, breakdown, by_parser = breakdown
     first, rest = per_tick[0], per_tick[1:]
     steady, steady_cpu = median(rest), median(per_tick_cpu[1:])
+    if by_parser:  # the summary is the strict parser's
+        steady, steady_cpu = (median([w for w, _ in by_parser["B"]]), median([c for _, c in by_parser["B"]]))
     rows = [["first tick (empty cursors)", f"{first:.1f}", f"{per_tick_cpu[0]:.1f}"],
             [f"ticks 2-{ticks}: median", f"{steady:.1f}", f"{steady_cpu:.1f}"],
             [f"ticks 2-{ticks}: p90", f"{percentile(rest, 90):.1f}", ""],
@@ -224,6 +240,12 @@ def main() -> None:
     print()
     print(table(["one release's reads (20 repeats each)", "ms wall", "ms CPU"],
                 [[k, f"{w:.2f}", f"{c:.2f}"] for k, (w, c) in breakdown.items()]))
+    if by_parser:
+        print()
+        print(table(["ticks 2-" + str(ticks) + ", ABBA", "ticks", "median ms per release (wall)", "(CPU)"],
+                    [[label, len(by_parser[key]), f"{median([w for w, _ in by_parser[key]]):.1f}",
+                      f"{median([c for _, c in by_parser[key]]):.1f}"]
+                     for key, label in (("A", "A: prometheus_client's parser"), ("B", "B: strict parser"))]))
     print(f"\nsensor results on the last tick: {outcome}")
     worst = max(first, steady)
     print(f"\nsummary: {steady:.1f} ms per release per tick ({steady_cpu:.1f} CPU), {steady * products / 1000:.1f} s per tick of {products} "
@@ -231,7 +253,7 @@ def main() -> None:
           f"{products} products built in {build_s:.0f} s) ({time.monotonic() - started:.0f} s)")
 
 
-def run_ticks(root: Path, products: int, ticks: int, ports: list[int], profile_top: int = 0):
+def run_ticks(root: Path, products: int, ticks: int, ports: list[int], profile_top: int = 0, ab: bool = False):
     from collections import Counter
 
     from dagster import DagsterInstance, build_sensor_context
@@ -260,18 +282,68 @@ def run_ticks(root: Path, products: int, ticks: int, ports: list[int], profile_t
 
     per_tick: list[float] = []
     per_tick_cpu: list[float] = []  # this process only (the routers' server is another)
-    for _tick in range(ticks):
+    by_parser: dict[str, list[tuple[float, float]]] = {"A": [], "B": []}
+    for number in range(ticks):
+        parser = "ABBA"[(number - 1) % 4] if ab and number else "B"
+        router_metrics.parse_router_metrics = PARSERS[parser]
         start, cpu = time.perf_counter(), time.process_time()
-        tick()
+        try:
+            tick()
+        finally:
+            router_metrics.parse_router_metrics = PARSERS["B"]
         per_tick.append((time.perf_counter() - start) / len(names) * 1000)
         per_tick_cpu.append((time.process_time() - cpu) / len(names) * 1000)
+        if ab and number:
+            by_parser[parser].append((per_tick[-1], per_tick_cpu[-1]))
     last_outcome = dict(outcome)
     split = _split(tick, len(names))
     breakdown = _breakdown(names[0])
     if profile_top:
         _profile(tick, len(names), profile_top)
     instance.dispose()
-    return (per_tick, per_tick_cpu), (split, breakdown), last_outcome, build_s
+    return (per_tick, per_tick_cpu), (split, breakdown, by_parser if ab else None), last_outcome, build_s
+
+
+def parse_with_prometheus_client(text: str, cohort: str | None = None,
+                                 source: str = "router metrics") -> dict[str, VersionMetrics]:
+    """The scrape's parse before issue 19 P5 again (prometheus_client's general parser builds every
+    family and sample), kept here only as the A of `--ab`."""
+
+    try:
+        families = list(text_string_to_metric_families(text))
+    except (ValueError, TypeError, KeyError, IndexError) as exc:
+        raise MetricsUnavailable(f"{source}: the body is not Prometheus text format ({exc})") from None
+    requests: dict[str, float] = defaultdict(float)
+    errors: dict[str, float] = defaultdict(float)
+    buckets: dict[str, dict[float, float]] = defaultdict(dict)
+    names = ((router_metrics.REQUESTS, router_metrics.DURATION) if cohort is None
+             else (router_metrics.COHORT_REQUESTS, router_metrics.COHORT_DURATION))
+    for family in families:
+        if family.name not in names:
+            continue
+        for sample in family.samples:
+            version = sample.labels.get("version")
+            if version is None or (cohort is not None and sample.labels.get("cohort") != cohort):
+                continue
+            if not math.isfinite(sample.value):
+                raise MetricsUnavailable(f"{source}: {sample.name}{{version={version!r}}} is {sample.value}, not a count")
+            if family.name == names[0] and sample.name.endswith("_total"):
+                requests[version] += sample.value
+                if sample.labels.get("code_class") == "5xx":
+                    errors[version] += sample.value
+            elif family.name == names[1] and sample.name.endswith("_bucket"):
+                le = float(sample.labels.get("le", "nan"))
+                if math.isnan(le):
+                    raise MetricsUnavailable(f"{source}: {sample.name}{{version={version!r}}} has no numeric le")
+                buckets[version][le] = buckets[version].get(le, 0) + sample.value
+    return {
+        v: checked(VersionMetrics(v, int(requests[v]), int(errors[v]),
+                                  tuple(sorted((le, int(c)) for le, c in buckets[v].items()))), source)
+        for v in requests
+    }
+
+
+PARSERS = {"A": parse_with_prometheus_client, "B": router_metrics.parse_router_metrics}
 
 
 def required_resources(defs, sensor) -> dict:
