@@ -29,6 +29,7 @@ from release_pipelines.core.statements import (
     StatementError,
 )
 from release_pipelines.core.windows import break_glass_waiting_for
+from release_pipelines.resources.ledger_schema import GENESIS_HASH
 from release_pipelines.resources.signatures import SignatureError, sign, signing_key
 
 
@@ -74,9 +75,16 @@ def verified_evidence(who: str, phase: str, statement: str | None, signature: st
 
 def _head_seen(book: Any, release: Any, statement: ApprovalStatement) -> bool:
     started = next((e.seq for e in book.events(release.id) if e.kind == "state:planned"), None)
-    if started is None or statement.head_seq < started:
-        return False
-    return book.event_hashes(statement.head_seq - 1, statement.head_seq) == [(statement.head_seq, statement.head_hash)]
+    return started is not None and statement.head_seq >= started and head_in_chain(book, statement)
+
+
+def head_in_chain(book: Any, statement: ApprovalStatement) -> bool:
+    """Whether the ledger head a statement names (seq and hash) is this ledger's event at that seq
+    (seq 0: the chain's genesis)."""
+    seq, head = statement.head_seq, statement.head_hash
+    if seq == 0:
+        return head == GENESIS_HASH
+    return book.event_hashes(seq - 1, seq) == [(seq, head)]
 
 
 def _unreadable(who: str, phase: str) -> ApprovalStatement:

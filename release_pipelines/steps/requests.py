@@ -25,9 +25,8 @@ from release_pipelines.core.statements import (
     SignedDocument,
 )
 from release_pipelines.resources.ledger import new_request_id
-from release_pipelines.resources.ledger_schema import GENESIS_HASH
 from release_pipelines.resources.signatures import sign
-from release_pipelines.steps.approval import verified_evidence
+from release_pipelines.steps.approval import head_in_chain, verified_evidence
 
 
 @dataclass(frozen=True)
@@ -82,10 +81,5 @@ def evidence_of_request(book: Any, requester: str, statement: str | None, signat
     evidence = verified_evidence(requester, LAUNCH_REQUEST, statement, signature)
     if evidence.signing_key is None:
         return evidence
-    return replace(evidence, head_seen=_in_chain(book, evidence.statement.head_seq, evidence.statement.head_hash))
+    return replace(evidence, head_seen=head_in_chain(book, evidence.statement))
 
-
-def _in_chain(book: Any, seq: int, head: str) -> bool:
-    if seq == 0:
-        return head == GENESIS_HASH
-    return book.event_hashes(seq - 1, seq) == [(seq, head)]
