@@ -34,6 +34,7 @@ from scipy.special import betaln
 
 from release_pipelines.core.judge import MetricVerdict, Verdict
 from release_pipelines.core.manifest import Direction, MetricKind
+from release_pipelines.core.prefix_memo import PrefixMemo, prefix_digests
 
 LOG_RATIO_GRID = np.linspace(np.log(1e-3), np.log(1e3), 481)
 """Log rate ratios the mixture and the confidence sequence range over (2.9 % steps)."""
@@ -79,6 +80,10 @@ def _failing_side_prior(direction: Direction) -> np.ndarray:
     return prior / prior.sum()
 
 
+_PATHS = PrefixMemo(max_bytes=32 << 20)
+"""Paths of single streams seen lately: the sensor's next tick runs only its newest bucket."""
+
+
 def ratio_test_path(
     baseline_n: np.ndarray, baseline_k: np.ndarray, canary_n: np.ndarray, canary_k: np.ndarray,
     *, direction: Direction = Direction.increase, alpha: float = 0.05, tolerance: float = 1.25,
@@ -86,21 +91,28 @@ def ratio_test_path(
     """Run the test bucket by bucket; `k` events among `n` trials per side, shaped (..., T).
 
     Vectorised over leading axes so simulations judge thousands of canaries at every look.
-    Buckets where one side had no traffic carry no information and are skipped.
+    Buckets where one side had no traffic carry no information and are skipped. A single stream
+    judged before with fewer buckets (the sensor's last tick) resumes where that run ended.
     """
     arrays = np.broadcast_arrays(*(np.asarray(a, dtype=float) for a in
                                    (baseline_n, baseline_k, canary_n, canary_k)))
     base_n, base_k, can_n, can_k = arrays
     batch, steps = base_n.shape[:-1], base_n.shape[-1]
     size = LOG_RATIO_GRID.size
-    log_lik = np.zeros((*batch, size))
     fail_prior = _failing_side_prior(direction)
     threshold = np.log(1 / alpha)
-    e_value, lower, upper = (np.empty(base_n.shape) for _ in range(3))
-    best_e = np.full(batch, -np.inf)
-    low_i = np.zeros(batch, dtype=int)
-    high_i = np.full(batch, size - 1)
-    for t in range(steps):
+    digests = [] if batch else prefix_digests(f"{direction.value}:{alpha!r}".encode(), np.stack(arrays, axis=-1))
+    done, state = _PATHS.resume(digests)
+    if state is None:
+        log_lik = np.zeros((*batch, size))
+        best_e = np.full(batch, -np.inf)
+        low_i = np.zeros(batch, dtype=int)
+        high_i = np.full(batch, size - 1)
+        e_value, lower, upper = (np.empty(base_n.shape) for _ in range(3))
+    else:
+        log_lik, best_e, low_i, high_i, *paths = (np.copy(a) for a in state)
+        e_value, lower, upper = (np.concatenate([p, np.empty(steps - done)]) for p in paths)
+    for t in range(done, steps):
         bn, bk, cn, ck = base_n[..., t], base_k[..., t], can_n[..., t], can_k[..., t]
         live = (bn > 0) & (cn > 0) & (bk + ck > 0)
         odds = (np.where(live, cn, 1.0) / np.where(live, bn, 1.0))[..., None]
@@ -117,6 +129,9 @@ def ratio_test_path(
         e_value[..., t] = np.exp(np.minimum(best_e, 700.0))  # e^700: overwhelming anyway
         lower[..., t] = np.where(low_i <= 0, 0.0, _RATIOS[np.clip(low_i, 0, size - 1)])
         upper[..., t] = np.where(high_i >= size - 1, np.inf, _RATIOS[np.clip(high_i, 0, size - 1)])
+    if digests and done < steps:
+        kept = tuple(np.array(a) for a in (log_lik, best_e, low_i, high_i, e_value, lower, upper))
+        _PATHS.keep(digests[-1], kept, sum(a.nbytes for a in kept))
     within = {
         Direction.increase: upper < tolerance,
         Direction.decrease: lower > 1 / tolerance,

@@ -42,6 +42,7 @@ from scipy.stats import beta
 from release_pipelines.core.judge import MetricVerdict, Verdict
 from release_pipelines.core.judge_errors import rate_bounds
 from release_pipelines.core.manifest import Direction, MetricKind
+from release_pipelines.core.prefix_memo import PrefixMemo, prefix_digests
 
 ROUTER_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1, 2.5, 5, 10)
 """Histogram boundaries (seconds) the project's router exposes."""
@@ -114,40 +115,63 @@ def pair_scores(baseline: Sequence[np.ndarray], canary: Sequence[np.ndarray]) ->
     return (np.concatenate(scores) if scores else np.empty(0)), np.asarray(ends, dtype=int)
 
 
+_HISTOGRAM_SCORES = PrefixMemo(max_bytes=64 << 20)
+"""Scores per series seen lately: the sensor's next tick scores only its newest look."""
+
+
 def histogram_pair_scores(baseline: np.ndarray, canary: np.ndarray, shift_baseline: np.ndarray | None = None,
                           ) -> tuple[np.ndarray, np.ndarray]:
     """`pair_scores` for bucket counts per look, shaped (looks, buckets): values are bucket indices.
 
     Samples of a look are shuffled with a seed fixed by the look's index (a pairing that does not
     depend on the values, and the same at every re-judging). `shift_baseline` maps a baseline
-    bucket to the one it is compared as (the PASS side's one-bucket move).
+    bucket to the one it is compared as (the PASS side's one-bucket move). A look's scores depend
+    on the looks before it only, so a series judged before with fewer looks resumes from there.
     """
     buckets = baseline.shape[1]
-    reference = np.zeros(buckets)
-    scores, ends = [], []
-    for look, (base_counts, can_counts) in enumerate(zip(baseline, canary)):
-        rng = np.random.default_rng([17, look])
-        x = rng.permutation(np.repeat(np.arange(buckets), base_counts.astype(int)))
-        y = rng.permutation(np.repeat(np.arange(buckets), can_counts.astype(int)))
-        pairs = min(x.size, y.size)
-        if shift_baseline is not None:
-            x = shift_baseline[x]
-        if pairs:
-            xp, yp = x[:pairs], y[:pairs]
-            # counts per bucket of the earlier pairs of this look, at each pair
-            seen = np.zeros((pairs, buckets))
-            np.add.at(seen, (np.arange(pairs), xp), 1)
-            np.add.at(seen, (np.arange(pairs), yp), 1)
-            seen = np.cumsum(seen, axis=0) - seen + reference
-            mid_below = np.cumsum(seen, axis=1) - 0.5 * seen  # per bucket: below + half of it
-            rows = np.arange(pairs)
-            size = seen.sum(axis=1)
-            diff = mid_below[rows, yp] - mid_below[rows, xp]
-            scores.append(np.where(size > 0, diff / np.maximum(size, 1), 0.0))
-        np.add.at(reference, x, 1)
-        np.add.at(reference, y, 1)
-        ends.append(sum(s.size for s in scores))
-    return (np.concatenate(scores) if scores else np.empty(0)), np.asarray(ends, dtype=int)
+    salt = b"-" if shift_baseline is None else np.asarray(shift_baseline, dtype=float).tobytes()
+    digests = prefix_digests(salt, np.hstack([baseline, canary]))
+    done, state = _HISTOGRAM_SCORES.resume(digests)
+    reference, earlier, ends = (np.zeros(buckets), np.empty(0), []) if state is None else (
+        state[0].copy(), state[1], list(state[2]))
+    scores = [earlier]
+    for look in range(done, len(baseline)):
+        pair = _histogram_look(look, baseline[look], canary[look], reference, shift_baseline)
+        scores.append(pair)
+        ends.append(ends[-1] + pair.size if ends else pair.size)
+    all_scores = np.concatenate(scores)
+    if digests and done < len(digests):
+        _HISTOGRAM_SCORES.keep(digests[-1], (reference, all_scores, tuple(ends)),
+                               reference.nbytes + all_scores.nbytes + 8 * len(ends))
+    return all_scores, np.asarray(ends, dtype=int)
+
+
+def _histogram_look(look: int, base_counts: np.ndarray, can_counts: np.ndarray, reference: np.ndarray,
+                    shift_baseline: np.ndarray | None) -> np.ndarray:
+    """Score one look's pairs against `reference` (counts per bucket so far), then add the look to it."""
+    buckets = reference.size
+    rng = np.random.default_rng([17, look])
+    x = rng.permutation(np.repeat(np.arange(buckets), base_counts.astype(int)))
+    y = rng.permutation(np.repeat(np.arange(buckets), can_counts.astype(int)))
+    pairs = min(x.size, y.size)
+    if shift_baseline is not None:
+        x = shift_baseline[x]
+    scores = np.empty(0)
+    if pairs:
+        xp, yp = x[:pairs], y[:pairs]
+        # counts per bucket of the earlier pairs of this look, at each pair
+        seen = np.zeros((pairs, buckets))
+        np.add.at(seen, (np.arange(pairs), xp), 1)
+        np.add.at(seen, (np.arange(pairs), yp), 1)
+        seen = np.cumsum(seen, axis=0) - seen + reference
+        mid_below = np.cumsum(seen, axis=1) - 0.5 * seen  # per bucket: below + half of it
+        rows = np.arange(pairs)
+        size = seen.sum(axis=1)
+        diff = mid_below[rows, yp] - mid_below[rows, xp]
+        scores = np.where(size > 0, diff / np.maximum(size, 1), 0.0)
+    np.add.at(reference, x, 1)
+    np.add.at(reference, y, 1)
+    return scores
 
 
 def log_e_values(scores: np.ndarray, ends: np.ndarray) -> np.ndarray:
@@ -190,11 +214,16 @@ def histogram_increase(reads: Sequence[Mapping[float, float]]) -> dict[float, fl
     return total
 
 
-def _per_bucket(cumulative: Mapping[float, float], bounds: Sequence[float]) -> np.ndarray:
-    """Non-cumulative counts per bucket (the last one is above the highest finite boundary)."""
-    running = np.array([cumulative.get(le, 0) for le in bounds] + [cumulative.get(math.inf, 0)])
-    running = np.maximum.accumulate(running)  # a cumulative counter cannot go down across buckets
-    return np.diff(running, prepend=0.0)
+def _counts_per_look(reads: Sequence[Mapping[float, float]], bounds: Sequence[float]) -> np.ndarray:
+    """Non-cumulative counts per bucket added between consecutive cumulative reads, shaped
+    (reads - 1, buckets); the last bucket is above the highest finite boundary. A total that went
+    down means the process restarted: that look counts from zero."""
+    edges = [*bounds, math.inf]
+    cumulative = np.array([[read.get(le, 0) for le in edges] for read in reads], dtype=float).reshape(len(reads), len(edges))
+    now, before = cumulative[1:], cumulative[:-1]
+    added = np.where((now[:, -1] < before[:, -1])[:, None], now, np.maximum(0.0, now - before))
+    running = np.maximum.accumulate(added, axis=1)  # a cumulative counter cannot go down across buckets
+    return np.diff(running, axis=1, prepend=0.0)
 
 
 def histogram_quantile(cumulative: Mapping[float, float], quantile: float, *, log_scale: bool = False) -> float:
@@ -300,9 +329,8 @@ def judge_latency_histograms(
     """Judge latency from histogram reads, one per look (the live sensor's view)."""
     bounds = _check_histograms(looks)
     edges = np.array([*bounds, math.inf])
-    base = np.array([_per_bucket(_delta(b.baseline, a.baseline), bounds) for a, b in pairwise(looks)])
-    can = np.array([_per_bucket(_delta(b.canary, a.canary), bounds) for a, b in pairwise(looks)])
-    base, can = base.reshape(-1, edges.size), can.reshape(-1, edges.size)
+    base = _counts_per_look([look.baseline for look in looks], bounds).reshape(-1, edges.size)
+    can = _counts_per_look([look.canary for look in looks], bounds).reshape(-1, edges.size)
     # PASS side: a baseline sample in bucket i is compared as the bucket holding tolerance x its
     # upper edge (increase) or its lower edge / tolerance (decrease): at least one bucket away
     lower_edges = np.concatenate([[0.0], edges[:-1]])
