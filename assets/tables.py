@@ -53,10 +53,10 @@ def storage_kind(database: Database) -> str | None:
     return {"postgresql": "postgres"}.get(backend, backend)
 
 
-def column_schema(columns: Mapping[str, str]) -> TableSchema:
-    return TableSchema(
-        columns=[TableColumn(name=name, type=sql_type) for name, sql_type in columns.items()]
-    )
+def column_schema(columns: Mapping[str, str], notes: Mapping[str, str] | None = None) -> TableSchema:
+    """`notes`: a column's description (the UI's column list shows it), e.g. the release that changed it."""
+    return TableSchema(columns=[TableColumn(name=name, type=sql_type, description=(notes or {}).get(name))
+                                for name, sql_type in columns.items()])
 
 
 class TableAssetTranslator:
@@ -195,6 +195,7 @@ def table_materialization(
     lifecycle: str = "ALTER",
     declared: bool = True,
     release_id: str = "",
+    column_notes: Mapping[str, str] | None = None,
 ) -> AssetMaterialization:
     """What a migration op yields for each table it changed: revisions, SQL, the schema diff with
     severities, previous and new column schema, column lineage, impact; the data version is the
@@ -215,7 +216,7 @@ def table_materialization(
                      for source_table, source in sources]
             for column, sources in column_lineage.items()})
     metadata |= {
-        "dagster/column_schema": column_schema(columns),
+        "dagster/column_schema": column_schema(columns, _with_sources(table.name, columns, column_notes, column_lineage)),
         "dagster/table_name": f"{database}.{table.schema_}.{table.name}",
         "revision_from": start,
         "revision_to": end,
@@ -257,6 +258,17 @@ def impact_observations(database: Database, impacts: Sequence[Impact], release_i
                   "affected_services": sorted({s for i in found for s in i.readers}),
                   "downstream_assets": sorted({d for i in found for d in i.downstream})},
     ) for table, found in by_table.items()]
+
+
+def _with_sources(table: str, columns: Mapping[str, str], notes: Mapping[str, str] | None,
+                  column_lineage: Mapping[str, Sequence[tuple[str, str]]] | None) -> dict[str, str]:
+    """Each column's note, followed by where its values came from when a revision declared it."""
+    found = dict(notes or {})
+    for column, sources in (column_lineage or {}).items():
+        if column in columns:
+            origin = "from " + ", ".join(c if t == table else f"{t}.{c}" for t, c in sources)
+            found[column] = f"{found[column]}; {origin}" if column in found else origin
+    return found
 
 
 def _diff_table(changes: Sequence[SchemaChange]) -> str:

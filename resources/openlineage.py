@@ -158,8 +158,10 @@ def _dataset_facets(dataset: LineageDataset) -> dict[str, Any]:
         schema_dataset,
     )
 
-    facets: dict[str, Any] = {"schema": schema_dataset.SchemaDatasetFacet(
-        fields=[schema_dataset.SchemaDatasetFacetFields(name=n, type=t) for n, t in dataset.fields.items()])}
+    facets: dict[str, Any] = {}
+    if dataset.fields or dataset.lifecycle == "DROP":  # no fields otherwise: not known (a gate's input)
+        facets["schema"] = schema_dataset.SchemaDatasetFacet(
+            fields=[schema_dataset.SchemaDatasetFacetFields(name=n, type=t) for n, t in dataset.fields.items()])
     if dataset.version:
         facets["version"] = dataset_version_dataset.DatasetVersionDatasetFacet(datasetVersion=dataset.version)
     if dataset.lifecycle:

@@ -20,6 +20,7 @@ from release_pipelines.core.lineage import (
     Derivation,
     Impact,
     LineageDataset,
+    change_from,
     derivations_from,
     downstream,
     impacts,
@@ -41,6 +42,7 @@ from release_pipelines.resources.migration_render import render_revisions
 from release_pipelines.resources.openlineage import LineageEmitter, StepRun, dataset_namespace
 from release_pipelines.steps.context import StepContext
 
+HISTORY_RELEASES = 50  # how far back a column's last change is looked up
 
 @dataclass(frozen=True)
 class TableChange:
@@ -58,6 +60,7 @@ class TableChange:
     lifecycle: str = "ALTER"
     column_lineage: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     impacts: list[Impact] = field(default_factory=list)
+    column_notes: dict[str, str] = field(default_factory=dict)  # column -> the release that last changed it
 
 
 @dataclass
@@ -142,7 +145,12 @@ def table_changes(tracking: Tracking, results: list[Any], row_count) -> list[Tab
                    impacts=[{"text": i.describe(), "readers": list(i.readers), **asdict(i.change)} for i in found])
     statements = [s for r in results for s in r.statements]
     duration = sum(r.duration_s for r in results)
+    history = _column_history(ctx, database_name)
     grouped = by_table(changes)
+    renamed_away = {c.table for c in changes if c.kind == "table_renamed"}
+    for change in changes:
+        if change.kind == "table_renamed" and change.after:
+            grouped.setdefault(change.after, []).append(change)  # the new name carries its rename
     declared = {t.name: t for t in database.tables}
     touched = list(declared) + sorted(t for t in grouped if t not in declared)
     out = []
@@ -154,20 +162,54 @@ def table_changes(tracking: Tracking, results: list[Any], row_count) -> list[Tab
             table, [s for s in statements if name in s], duration, row_count(table) if name in after else None,
             columns, own, _columns(tracking.before.get(name)) if name in tracking.before else None,
             name in declared, own[-1].revision if own else None, lifecycle(own) if own else "ALTER",
-            {d.column: d.source_columns() for d in derivations if d.table == name and d.column in columns},
-            [i for i in found if i.change.table == name]))
+            _column_lineage(name, columns, own, derivations), [i for i in found if i.change.table == name],
+            {c: history[(name, c)] for c in columns if (name, c) in history}))
     if tracking.emitter:
         namespace = dataset_namespace(resolve_url(database.url))
-        datasets = [_dataset(namespace, database_name, c) for c in out if c.changes or c.column_lineage]
+        # a renamed table is one dataset under its new name, the old one its previous identifier
+        datasets = [_dataset(namespace, database_name, c) for c in out
+                    if (c.changes or c.column_lineage) and not (c.table.name in renamed_away and c.table.name not in after)]
         tracking.emitter.emit("COMPLETE", tracking.run, outputs=datasets)
     return out
+
+
+def _column_history(ctx: StepContext, database_name: str) -> dict[tuple[str, str], str]:
+    """(table, column) -> which release and revision last changed it and how, from the ledger's
+    `schema:changes` of the product's last HISTORY_RELEASES releases (this one included), so the
+    table page's column list answers "which release changed this column" for every column."""
+    notes: dict[tuple[str, str], str] = {}
+    for release in reversed(ctx.ledger.releases(ctx.product.name, limit=HISTORY_RELEASES)):  # oldest first
+        for event in ctx.ledger.events(release.id):
+            if event.kind != "schema:changes" or event.payload.get("database") != database_name:
+                continue
+            for change in map(change_from, event.payload.get("changes", [])):
+                where = f"release {release.id}, revision {change.revision}"
+                if change.kind == "table_dropped":
+                    notes = {k: v for k, v in notes.items() if k[0] != change.table}
+                elif change.kind == "table_created":
+                    for column in filter(None, (change.after or "").split(", ")):
+                        notes[(change.table, column)] = f"created with the table ({where})"
+                elif change.kind == "column_renamed" and change.after:
+                    notes[(change.table, change.after)] = f"renamed from {change.before} ({where})"
+                elif change.column and change.kind != "column_dropped":
+                    notes[(change.table, change.column)] = f"{change.describe().split(': ', 1)[1]} ({where})"
+    return notes
+
+
+def _column_lineage(table: str, columns: dict[str, str], changes: list[SchemaChange],
+                    derivations: list[Derivation]) -> dict[str, list[tuple[str, str]]]:
+    """New column <- source columns: what the revisions declared, and each parsed RENAME COLUMN
+    as old -> new (the statement says so, nothing to declare)."""
+    found = {c.after: [(table, c.before)] for c in changes
+             if c.kind == "column_renamed" and c.table == table and c.after in columns and c.before}
+    return found | {d.column: d.source_columns() for d in derivations if d.table == table and d.column in columns}
 
 
 def _dataset(namespace: str, database_name: str, change: TableChange) -> LineageDataset:
     def qualified(table: str) -> str:
         return f"{database_name}.{change.table.schema_}.{table}"
 
-    renamed = next((c for c in change.changes if c.kind == "table_renamed"), None)
+    renamed = next((c for c in change.changes if c.kind == "table_renamed" and c.after == change.table.name), None)
     return LineageDataset(
         namespace, qualified(change.table.name), change.columns, change.data_version, change.lifecycle,
         {column: [(namespace, qualified(t), c) for t, c in sources] for column, sources in change.column_lineage.items()},
@@ -185,8 +227,11 @@ def _readers(ctx: StepContext, database_name: str) -> dict[str, list[str]]:
 
 
 def _downstream(ctx: StepContext, database_name: str) -> dict[str, list[str]]:
+    """Downstream asset keys as the catalog shows them (with the component's key prefix, if any)."""
     database = ctx.product.manifest.database(database_name)
-    return {t.name: downstream(ctx.product.manifest, database_name, t.name) for t in database.tables}
+    prefix = "".join(f"{part}/" for part in ctx.product.asset_key_prefix)  # as assets.keys.AssetKeys
+    return {t.name: [prefix + key for key in downstream(ctx.product.manifest, database_name, t.name)]
+            for t in database.tables}
 
 
 def emit_gates(ctx: StepContext, database_name: str, results: Sequence[Any]) -> None:

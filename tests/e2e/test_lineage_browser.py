@@ -58,7 +58,11 @@ def test_a_changed_tables_page_says_which_release_changed_it_and_what_reads_it(
                 # the table's page: its columns now, the release that last changed it, what it did, who reads it
                 _open(page, f"{servers.url}/assets/app_db/public/orders", "email_normalized")
                 for text in (ran.release, "orders.email: column dropped", "0004_contract", "read by billing",
-                             "services/reports"):
+                             "services/reports",
+                             # the column list: which release and revision last changed each column, from what
+                             f"column added (bigint) (release {ran.release}, revision 0002_total); "
+                             "from quantity, unit_cents",
+                             f"created with the table (release {ran.first_release}, revision 0001_orders)"):
                     expect(page.get_by_text(text).first).to_be_visible(timeout=UI_TIMEOUT_MS)
                 page.screenshot(path=str(artifacts_dir / "lineage-orders.png"), full_page=True)
 

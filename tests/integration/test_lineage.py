@@ -5,7 +5,9 @@ receiver, each validated against the spec's JSON schemas (tests/data/openlineage
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 import shutil
 import threading
 import typing
@@ -15,17 +17,18 @@ from pathlib import Path
 import pytest
 from jsonschema import Draft202012Validator, FormatChecker
 from referencing import Registry, Resource
+
+from release_pipelines.core.lineage import render_data_summary
 from release_pipelines.resources import clients
 from release_pipelines.resources.manifest_files import load_product
 from release_pipelines.resources.openlineage import release_run_id
-
-from release_pipelines.core.lineage import render_data_summary
 from release_pipelines.steps import migrate as migrate_steps
 from release_pipelines.steps.context import StepContext
 
 pytestmark = pytest.mark.postgres
 DATA = Path(__file__).resolve().parents[1] / "data"
 SCHEMAS = DATA / "openlineage"
+ARTIFACTS = DATA.parents[1] / "test-artifacts"
 FACET_FILES = {
     "schema": "SchemaDatasetFacet", "columnLineage": "ColumnLineageDatasetFacet",
     "version": "DatasetVersionDatasetFacet", "lifecycleStateChange": "LifecycleStateChangeDatasetFacet",
@@ -161,7 +164,8 @@ def test_a_release_records_diffs_lineage_impact_and_sends_valid_openlineage(prod
     assert expanded_orders["facets"]["columnLineage"]["fields"]["email_normalized"]["inputFields"] == [
         {"namespace": expanded_orders["namespace"], "name": "app_db.public.orders", "field": "email",
          "transformations": []}]
-    (tmp_path / "event.json").write_text(json.dumps(sent[1], indent=1))
+    ARTIFACTS.mkdir(exist_ok=True)  # an example event for the docs (test-artifacts/ is not committed)
+    (ARTIFACTS / "openlineage-migrate-complete.json").write_text(json.dumps(sent[1], indent=1))
 
 
 def test_an_invalid_event_is_caught_by_the_schemas() -> None:
@@ -177,3 +181,120 @@ def test_nothing_is_sent_when_openlineage_is_not_configured(product, tmp_path, r
     ctx = context(product, tmp_path)
     assert migrate_steps.expand(ctx, "app_db").to_revision == "0003_expand"
     assert events == []
+
+
+def replace_later_revisions(product, source: str | None = None) -> None:
+    """Keep revision 0001 and put `source` (revision 0002_next) after it."""
+    versions = product.directory / "migrations" / "versions"
+    for name in ("0002_total.py", "0003_expand.py", "0004_contract.py"):
+        (versions / name).unlink(missing_ok=True)
+    if source:
+        (versions / "0002_next.py").write_text(source)
+
+
+def test_a_failing_migration_sends_fail_with_the_error_under_the_release(product, tmp_path, receiver, monkeypatch):
+    url, events = receiver
+    monkeypatch.setenv("OPENLINEAGE_URL", url)
+    replace_later_revisions(product, '''
+from alembic import op
+
+revision = "0002_next"
+down_revision = "0001_orders"
+phase = "expand"
+
+
+def upgrade() -> None:
+    op.execute("ALTER TABLE orders ADD COLUMN broken no_such_type")
+
+
+def downgrade() -> None:
+    pass
+''')
+    ctx = context(product, tmp_path)
+    with pytest.raises(Exception, match="no_such_type"):
+        migrate_steps.expand(ctx, "app_db")
+    sent = [e["event"] for e in events]
+    assert [(e["eventType"], e["job"]["name"]) for e in sent] == [
+        ("START", "ledgerly.migrate.app_db"), ("FAIL", "ledgerly.migrate.app_db")]
+    assert sent[0]["run"]["runId"] == sent[1]["run"]["runId"]
+    assert {e["run"]["facets"]["parent"]["run"]["runId"] for e in sent} == {release_run_id(ctx.release_id)}
+    assert "no_such_type" in sent[1]["run"]["facets"]["errorMessage"]["message"]
+    for event in sent:
+        assert spec_problems(event) == [], json.dumps(event, indent=1)
+
+
+def test_renames_parsed_from_the_statements_are_lineage_and_a_renamed_table_keeps_its_identity(
+        product, tmp_path, receiver, monkeypatch):
+    url, events = receiver
+    ctx = context(product, tmp_path)
+    replace_later_revisions(product)
+    assert migrate_steps.expand(ctx, "app_db").to_revision == "0001_orders"  # the tables exist, then:
+    monkeypatch.setenv("OPENLINEAGE_URL", url)
+    replace_later_revisions(product, '''
+from alembic import op
+
+revision = "0002_next"
+down_revision = "0001_orders"
+phase = "expand"
+
+
+def upgrade() -> None:
+    op.alter_column("orders", "email", new_column_name="contact_email")
+    op.rename_table("invoices_summary", "invoice_totals")
+
+
+def downgrade() -> None:
+    op.rename_table("invoice_totals", "invoices_summary")
+    op.alter_column("orders", "contact_email", new_column_name="email")
+''')
+    outcome = migrate_steps.expand(ctx, "app_db")
+    orders, diff = changes_of(outcome, "orders")
+    assert ("column_renamed", "email", "breaking", "0002_next") in diff
+    assert orders.column_lineage == {"contact_email": [("orders", "email")]}
+    totals, diff = changes_of(outcome, "invoice_totals")  # discovered under its new name
+    assert not totals.declared and totals.lifecycle == "RENAME" and totals.columns == {"id": "BIGINT"}
+    assert diff == [("table_renamed", None, "breaking", "0002_next")]
+    old, _ = changes_of(outcome, "invoices_summary")  # the declared name: renamed away, no columns left
+    assert old.lifecycle == "RENAME" and old.columns == {} and old.row_count is None
+
+    complete = [e["event"] for e in events][1]
+    assert spec_problems(complete) == [], json.dumps(complete, indent=1)
+    outputs = {o["name"]: o for o in complete["outputs"]}
+    assert "app_db.public.invoices_summary" not in outputs  # one dataset, under its new name
+    renamed = outputs["app_db.public.invoice_totals"]["facets"]["lifecycleStateChange"]
+    assert renamed["lifecycleStateChange"] == "RENAME"
+    assert renamed["previousIdentifier"] == {"name": "app_db.public.invoices_summary",
+                                             "namespace": outputs["app_db.public.invoice_totals"]["namespace"]}
+    assert outputs["app_db.public.orders"]["facets"]["columnLineage"]["fields"]["contact_email"]["inputFields"][0][
+        "field"] == "email"
+
+
+def test_openlineage_yml_with_the_file_transport_is_configuration_too(product, tmp_path):
+    log_file = tmp_path / "lineage-events.jsonl"
+    (tmp_path / "openlineage.yml").write_text(  # the working directory (the product fixture chdirs there)
+        f"transport:\n  type: file\n  log_file_path: {log_file}\n  append: true\n")
+    ctx = context(product, tmp_path)
+    assert migrate_steps.expand(ctx, "app_db").to_revision == "0003_expand"
+    sent = [json.loads(line) for line in log_file.read_text().splitlines() if line.strip()]
+    assert [(e["eventType"], e["job"]["name"]) for e in sent] == [
+        ("START", "ledgerly.migrate.app_db"), ("COMPLETE", "ledgerly.migrate.app_db")]
+    for event in sent:
+        assert spec_problems(event) == [], json.dumps(event, indent=1)
+
+
+def test_the_console_transport_from_variables_logs_the_events(product, tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("OPENLINEAGE__TRANSPORT__TYPE", "console")
+    ctx = context(product, tmp_path)
+    with caplog.at_level(logging.INFO, logger="openlineage.client.transport.console"):
+        assert migrate_steps.expand(ctx, "app_db").to_revision == "0003_expand"
+    sent = [json.loads(r.getMessage()) for r in caplog.records if r.name == "openlineage.client.transport.console"]
+    assert [e["eventType"] for e in sent] == ["START", "COMPLETE"]
+    assert all(spec_problems(e) == [] for e in sent)
+
+
+def test_impact_names_downstream_assets_under_the_components_key_prefix(product, tmp_path):
+    ctx = context(dataclasses.replace(product, asset_key_prefix=("acme",)), tmp_path)
+    assert migrate_steps.expand(ctx, "app_db").to_revision == "0003_expand"
+    found = migrate_steps.contract_impacts(ctx, "app_db")
+    assert found[0].downstream == ("acme/services/billing", "acme/app_db/public/invoices_summary",
+                                   "acme/services/reports")

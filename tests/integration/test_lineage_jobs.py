@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import pytest
 from dagster import AssetKey, DagsterEventType, EventRecordsFilter
-from release_pipelines.resources.openlineage import release_run_id
 
+from release_pipelines.resources.openlineage import release_run_id
 from tests.integration.test_lineage import receiver, spec_problems  # noqa: F401 - the receiver fixture
 from tests.lineage_release import instance_at, run_lineage_release, stage_product
 from tests.release_harness import Shop, processes_under
@@ -83,6 +83,13 @@ def test_a_release_through_the_jobs_leaves_its_lineage_in_the_instance(staged, r
     assert ("orders.email: column dropped [destructive, 0004_contract], replaced by orders.email_normalized: "
             "read by billing") in contracted.metadata["impact"].value
     assert contracted.metadata["affected_services"].value == ["billing"]
+    # the column list itself says which release and revision last changed each column, and from what
+    notes = {c.name: c.description for c in contracted.metadata["dagster/column_schema"].value.columns}
+    assert notes["id"] == f"created with the table (release {ran.first_release}, revision 0001_orders)"
+    assert notes["total_cents"] == (f"column added (bigint) (release {ran.release}, revision 0002_total); "
+                                    "from quantity, unit_cents")
+    assert notes["email_normalized"].startswith(f"column added (varchar(200)) (release {ran.release}, "
+                                                "revision 0003_expand); from email")
 
     # exports: never declared in the manifest; appears when created, marked dropped when dropped
     made, dropped = materializations(instance, EXPORTS)
@@ -138,3 +145,8 @@ def test_a_release_through_the_jobs_leaves_its_lineage_in_the_instance(staged, r
         assert spec_problems(event) == [], event
     dropped_event = next(o for o in sent[5]["outputs"] if o["name"] == "app_db.public.exports")
     assert dropped_event["facets"]["lifecycleStateChange"]["lifecycleStateChange"] == "DROP"
+    # the gates' verdicts as data-quality assertions on the tables they checked (no made-up empty schema)
+    checked = next(i for i in sent[7]["inputs"] if i["name"] == "app_db.public.orders")
+    assertions = checked["inputFacets"]["dataQualityAssertions"]["assertions"]
+    assert {a["assertion"] for a in assertions} >= {"schema_contract"} and all(a["success"] for a in assertions)
+    assert "schema" not in checked["facets"]

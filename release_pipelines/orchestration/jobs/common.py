@@ -164,7 +164,7 @@ def migration_materializations(outcome: MigrationOutcome, keys: AssetKeys = DEFA
             keys.table(outcome.database, change.table.schema_, change.table.name), changes=change.changes,
             previous_columns=change.previous_columns, data_version=change.data_version,
             column_lineage=change.column_lineage, impacts=change.impacts, lifecycle=change.lifecycle,
-            declared=change.declared, release_id=outcome.release_id)
+            declared=change.declared, release_id=outcome.release_id, column_notes=change.column_notes)
 
 
 def gate_evaluations(ctx: StepContext, database: str, rows_before: dict[str, int]) -> Iterator[AssetCheckEvaluation]:
