@@ -37,6 +37,7 @@ from release_pipelines.resources.shadow_lint import shadow_lint
 
 OFFLINE_URL = "postgresql+psycopg2://"
 NOT_LINTED = "not-linted"
+NO_STATEMENTS = "shadow-no-statements"
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,9 @@ class LintReport:
             "revisions": len(self.coverage),
             "linted_static": sum(c.linted_by == "static" for c in self.coverage),
             "linted_shadow": sum(c.linted_by == "shadow" for c in self.coverage),
+            "linted_shadow_no_statements": sum(
+                f.rule == NO_STATEMENTS for f in self.findings
+            ),
             "not_linted": len(self.not_linted),
             "not_linted_accepted": len(self.not_linted) - len(self.unaccepted),
             "blocking_findings": len(self.blocking),
@@ -153,13 +157,17 @@ def offline_failure(exc: BaseException, info: RevisionInfo) -> str:
 
 def shadow_failure(info: RevisionInfo, reason: str) -> Finding:
     """A revision that renders but fails when applied: a fact worth blocking on."""
-    rule = RULES["shadow-failure"]
+    return _revision_finding(info, "shadow-failure", reason)
+
+
+def _revision_finding(info: RevisionInfo, name: str, message: str) -> Finding:
+    rule = RULES[name]
     accepted = info.lint_suppress.get(rule.name)
     return Finding(
         info.revision,
         rule.name,
         rule.severity,
-        reason,
+        message,
         rule.recipe,
         "",
         0,
@@ -225,10 +233,20 @@ def lint_script(
             project, infos, [i.revision for i in need_shadow], shadow_server, live_url, sample_rows
         )
         observations = outcome.observations
+        ran = {o.revision for o in outcome.observations}
         for revision in outcome.linted:
             if revision in reasons:
                 linted_by[revision] = "shadow"
                 reasons.pop(revision)
+                if revision not in ran:  # applied, but nothing to lint: say so, not a silent pass
+                    findings.append(
+                        _revision_finding(
+                            by_id[revision],
+                            NO_STATEMENTS,
+                            f"{revision} ran no statement in the shadow database: its upgrade() "
+                            "found nothing to do in the schema built from the history",
+                        )
+                    )
         findings += [
             f
             for f in outcome.findings

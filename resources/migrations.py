@@ -99,6 +99,8 @@ class RevisionResult:
     statements: list[str]
     duration_s: float
     attempts: int = 1
+    # revisions of a parallel branch applied in the same command, before the merge `revision`
+    with_branch: tuple[str, ...] = ()
 
 
 def alembic_config(
@@ -287,7 +289,14 @@ class MigrationRunner:
 
     def _read_version(self, conn: Connection) -> str | None:
         options = version_table_options(make_config(self.project))
-        return MigrationContext.configure(conn, opts=options).get_current_revision()
+        heads = MigrationContext.configure(conn, opts=options).get_current_heads()
+        if len(heads) > 1:
+            raise MigrationError(
+                f"{self.database} is at {len(heads)} revisions at once ({', '.join(sorted(heads))}): "
+                "a branch was applied without the merge revision that joins it; finish with "
+                "`alembic upgrade heads` before releasing"
+            )
+        return heads[0] if heads else None
 
     def pending(self, phase: str | None = None) -> list[RevisionInfo]:
         """Revisions after the database's current one, oldest first, optionally of one phase."""
@@ -309,7 +318,8 @@ class MigrationRunner:
             steps = self._select(pending, target, revisions)
             if not steps:
                 log(f"{self.database}: nothing to apply for {target}")
-            return [self._apply(control, info, "upgrade", info.revision, log) for info in steps]
+            groups = single_head_groups(revisions, self._current_on(control), steps)
+            return [self._apply(control, group, "upgrade", group[-1].revision, log) for group in groups]
 
     def upgrade_contract(self, log: Log | None = None) -> list[RevisionResult]:
         """Apply everything pending, contract revisions included (after the old release is gone)."""
@@ -353,7 +363,7 @@ class MigrationRunner:
                     + ". Roll forward with a new revision or restore the snapshot instead."
                 )
             return [
-                self._apply(control, info, "downgrade", _down_target(info), log) for info in steps
+                self._apply(control, [info], "downgrade", _down_target(info), log) for info in steps
             ]
 
     # ------------------------------------------------------------ internals
@@ -367,15 +377,7 @@ class MigrationRunner:
                 f"the database is at revision {current}, which this Alembic project does not know; "
                 "is --script-location the project that migrated this database?"
             )
-        applied: set[str] = set()
-        stack = [current] if current else []
-        while stack:
-            revision = stack.pop()
-            if revision in applied:
-                continue
-            applied.add(revision)
-            down = by_id[revision].down_revision
-            stack.extend([down] if isinstance(down, str) else list(down or ()))
+        applied = ancestors(by_id, [current] if current else [])
         return [r for r in revisions if r.revision not in applied]
 
     def _select(
@@ -438,9 +440,18 @@ class MigrationRunner:
         return self._read_version(control)
 
     def _apply(
-        self, control: Connection | None, info: RevisionInfo, direction: str, dest: str, log: Log
+        self,
+        control: Connection | None,
+        group: list[RevisionInfo],
+        direction: str,
+        dest: str,
+        log: Log,
     ) -> RevisionResult:
-        """Run one revision step, retrying the whole revision on lock timeouts."""
+        """Run one revision step (a branch and its merge: one step), retrying it whole on lock
+        timeouts."""
+        info, branch = group[-1], tuple(g.revision for g in group[:-1])
+        if branch:
+            log(f"{', '.join(branch)} and merge {info.revision}: applied in one command")
         engine = self._engine()
         statements: list[tuple[str, bool]] = []
 
@@ -501,6 +512,7 @@ class MigrationRunner:
                     [s for s, _ in statements],
                     duration,
                     attempt,
+                    branch,
                 )
         finally:
             engine.dispose()
@@ -577,6 +589,51 @@ class MigrationRunner:
         if leftover:
             message += f" INVALID index(es) still present: {', '.join(sorted(leftover))}: drop them with DROP INDEX CONCURRENTLY."
         return MigrationLockTimeout(message)
+
+
+def ancestors(by_id: Mapping[str, RevisionInfo], heads: list[str]) -> set[str]:
+    """The revisions `heads` stand on, themselves included (across merges)."""
+    seen: set[str] = set()
+    stack = list(heads)
+    while stack:
+        current = stack.pop()
+        if current in seen or current not in by_id:
+            continue
+        seen.add(current)
+        down = by_id[current].down_revision
+        stack.extend([down] if isinstance(down, str) else list(down or ()))
+    return seen
+
+
+def single_head_groups(
+    revisions: list[RevisionInfo], current: str | None, steps: list[RevisionInfo]
+) -> list[list[RevisionInfo]]:
+    """The steps cut where the database is at one head again. Applied one by one, the second of
+    two branches would leave alembic_version with two heads - a state a release can neither start
+    from nor roll back to - so it runs in the same Alembic command as the merge revision."""
+    by_id = {r.revision: r for r in revisions}
+    applied = ancestors(by_id, [current] if current else [])
+    groups: list[list[RevisionInfo]] = []
+    group: list[RevisionInfo] = []
+    for info in steps:
+        group.append(info)
+        applied.add(info.revision)
+        parents = {p for r in applied for p in _parents(by_id[r])}
+        if len(applied - parents) == 1:
+            groups.append(group)
+            group = []
+    if group:
+        raise MigrationError(
+            f"{', '.join(g.revision for g in group)} would leave the database on two branches: "
+            "the merge revision joining them is not part of this upgrade; target the merge "
+            "revision (--target head or its id) or declare it expand"
+        )
+    return groups
+
+
+def _parents(info: RevisionInfo) -> tuple[str, ...]:
+    down = info.down_revision
+    return (down,) if isinstance(down, str) else tuple(down or ())
 
 
 def _down_target(info: RevisionInfo) -> str:

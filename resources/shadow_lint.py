@@ -47,6 +47,7 @@ from release_pipelines.resources.migration_safety import ALEMBIC_LOCK, Migration
 from release_pipelines.resources.migration_session import BOOKKEEPING
 from release_pipelines.resources.migrations import (
     RevisionInfo,
+    ancestors,
     failure_summary,
     script_directory,
 )
@@ -291,13 +292,15 @@ def _copy_sample(live_url: str, shadow: Connection, rows: int, versions: dict[st
         live.dispose()
 
 
-def _live_revision(live_url: str, config) -> str | None:
+def _live_heads(live_url: str, config) -> list[str]:
     engine = create_engine(normalize_url(live_url), poolclass=NullPool)
     try:
         with engine.connect() as conn:
-            return MigrationContext.configure(
-                conn, opts=version_table_options(config)
-            ).get_current_revision()
+            return list(
+                MigrationContext.configure(
+                    conn, opts=version_table_options(config)
+                ).get_current_heads()
+            )
     finally:
         engine.dispose()
 
@@ -317,8 +320,7 @@ def shadow_lint(
     scripts = script_directory(project)
     by_id = {i.revision: i for i in infos}
     last = max(infos.index(by_id[w]) for w in wanted)
-    current = _live_revision(live_url, make_config(project)) if live_url else None
-    applied_live = _ancestors(by_id, current)
+    applied_live = ancestors(by_id, _live_heads(live_url, make_config(project)) if live_url else [])
     with scratch_database(server_url) as url:
         engine = create_engine(
             url, poolclass=NullPool, connect_args={"options": "-c statement_timeout=300000"}
@@ -327,21 +329,16 @@ def shadow_lint(
 
         def apply_revisions() -> None:
             with engine.connect() as conn:
+                # wanted revisions the live database already has are watched in the replay
+                # (structure only: the sample is copied after it)
                 replayed = [i for i in infos if i.revision in applied_live]
-                failed_at = _run(project, scripts, conn, observer, replayed, set(), outcome)
-                if failed_at is None and live_url and sample_rows:
+                _run(project, scripts, conn, observer, replayed, set(wanted), outcome)
+                if live_url and sample_rows:
                     _copy_sample(
                         live_url, conn, sample_rows, version_table_options(make_config(project))
                     )
                 todo = [i for i in infos[: last + 1] if i.revision not in applied_live]
-                if failed_at is None:
-                    failed_at = _run(project, scripts, conn, observer, todo, set(wanted), outcome)
-                if failed_at is not None:
-                    for revision in wanted:
-                        if revision not in outcome.linted and revision not in outcome.failures:
-                            outcome.failures[revision] = (
-                                f"not reached: {failed_at} failed before it"
-                            )
+                _run(project, scripts, conn, observer, todo, set(wanted), outcome)
 
         try:
             _interruptible(apply_revisions, server_url, url)
@@ -421,19 +418,6 @@ def _end_sessions(server_url: str, database: str | None) -> None:
             )
     finally:
         admin.dispose()
-
-
-def _ancestors(by_id: dict[str, RevisionInfo], revision: str | None) -> set[str]:
-    seen: set[str] = set()
-    stack = [revision] if revision else []
-    while stack:
-        current = stack.pop()
-        if current in seen or current not in by_id:
-            continue
-        seen.add(current)
-        down = by_id[current].down_revision
-        stack.extend([down] if isinstance(down, str) else list(down or ()))
-    return seen
 
 
 def _as_sql(statements: list[ObservedStatement]) -> str:

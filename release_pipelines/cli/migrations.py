@@ -284,7 +284,9 @@ def _print_lint(target: Target, report: LintReport) -> None:
     counts = report.counts()
     console.print(
         f"{counts['revisions']} revision(s): {counts['linted_static']} linted statically, "
-        f"{counts['linted_shadow']} in the shadow database, {counts['not_linted']} not linted "
+        f"{counts['linted_shadow']} in the shadow database "
+        f"({counts['linted_shadow_no_statements']} of them ran no statement there), "
+        f"{counts['not_linted']} not linted "
         f"({counts['not_linted_accepted']} accepted); {len(report.blocking)} blocking finding(s), "
         f"{len(report.findings)} in all",
         markup=False,

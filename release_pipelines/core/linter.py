@@ -245,6 +245,14 @@ RULES: dict[str, Rule] = {
             "the same way; fix it (the message names the line)",
         ),
         Rule(
+            "shadow-no-statements",
+            WARNING,
+            "its upgrade() looked at the database and ran nothing in the schema replayed from the "
+            "history (tables made outside it, e.g. by metadata.create_all, are not there), so what "
+            "it runs on your database was not seen: review it, then accept it with "
+            "lint_suppress = {\"shadow-no-statements\": \"reason\"}",
+        ),
+        Rule(
             "not-linted",
             ERROR,
             "lint it in a shadow database (--shadow auto), or accept it with "

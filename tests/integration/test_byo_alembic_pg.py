@@ -273,6 +273,10 @@ def test_dagster_storage_history_is_linted_or_named_with_its_cause(postgres_serv
     assert counts["revisions"] == len(load_revisions(project)) == 88
     assert counts["linted_static"] + counts["linted_shadow"] + counts["not_linted"] == 88
     assert counts["linted_static"] == 3 and counts["linted_shadow"] == 81
+    # Dagster makes its tables with metadata.create_all and its revisions check has_table():
+    # replayed from base, most find nothing to do. Said per revision, not passed in silence.
+    assert counts["linted_shadow_no_statements"] == 72
+    assert "5e139331e376" not in {f.revision for f in report.findings if f.rule == "shadow-no-statements"}
     causes = {c.revision: c.reason or "" for c in report.not_linted}
     assert all("cannot run offline" in reason and "shadow database" in reason for reason in causes.values())
     assert "currently upgrading instance not set" in causes["5c18fd3c2957"]  # needs Dagster's instance
@@ -289,9 +293,169 @@ def test_optuna_history_from_pypi_through_its_alembic_ini(postgres_server_url: s
     counts = report.counts()
     assert counts["revisions"] == 10
     assert (counts["linted_static"], counts["linted_shadow"], counts["not_linted"]) == (4, 3, 3)
+    assert counts["linted_shadow_no_statements"] == 0
     causes = {c.revision: c.reason or "" for c in report.not_linted}
     assert 'type "studydirection" already exists' in causes["v2.4.0.a"]
     assert [r.revision for r in load_revisions(project) if not r.reversible] == ["v2.4.0.a"]
     check = release("check", "--ini", str(OPTUNA_INI), "--strict", "--format", "json", check=1)
     assert json.loads(check.stdout)["irreversible"] == ["v2.4.0.a"]
     assert os.fspath(OPTUNA_INI)  # the installed package's files are used as they ship
+
+
+# An env.py of the kind teams write: the URL from alembic.ini's main option (engine_from_config,
+# so configparser interpolates it), its own version table named in alembic.ini, and a -x argument.
+OPTIONS_ENV = '''
+from alembic import context
+from sqlalchemy import engine_from_config, pool
+
+config = context.config
+tenant = context.get_x_argument(as_dictionary=True)["tenant"]
+engine = engine_from_config(config.get_section(config.config_ini_section), prefix="sqlalchemy.",
+                            poolclass=pool.NullPool)
+with engine.connect() as connection:
+    context.configure(connection=connection,
+                      version_table=config.get_main_option("version_table"),
+                      version_table_schema=config.get_main_option("version_table_schema"))
+    with context.begin_transaction():
+        context.run_migrations()
+'''
+
+TENANT_REVISION = '''
+import sqlalchemy as sa
+from alembic import context, op
+
+revision = "t1"
+down_revision = None
+phase = "expand"
+
+
+def upgrade():
+    tenant = context.get_x_argument(as_dictionary=True)["tenant"]
+    op.create_table(f"{tenant}_accounts", sa.Column("id", sa.BigInteger, primary_key=True))
+
+
+def downgrade():
+    op.drop_table(f"{context.get_x_argument(as_dictionary=True)['tenant']}_accounts")
+'''
+
+
+def test_x_arguments_version_table_options_and_a_percent_in_the_url_reach_env_py(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    (tmp_path / "migrations" / "versions").mkdir(parents=True)
+    (tmp_path / "migrations" / "env.py").write_text(OPTIONS_ENV)
+    (tmp_path / "migrations" / "versions" / "t1.py").write_text(TENANT_REVISION)
+    ini = tmp_path / "alembic.ini"
+    ini.write_text("[alembic]\nscript_location = %(here)s/migrations\nversion_table = release_versions\n"
+                   "version_table_schema = meta\n\n[post_write_hooks]\nhooks = black\n"
+                   "black.type = console_scripts\nblack.entrypoint = black\n")
+    engine = create_engine(postgres_url)
+    with engine.begin() as conn:
+        conn.execute(text("CREATE SCHEMA meta"))
+    engine.dispose()
+    # trust auth ignores the password; "p%ss" must survive configparser's interpolation
+    url = make_url(postgres_url).set(password="p%ss").render_as_string(hide_password=False)
+    assert "p%25ss" in url
+    where = ["--ini", str(ini), "-x", "tenant=acme"]
+
+    lint = json.loads(release("lint", *where, "--format", "json", check=0).stdout)
+    assert lint["counts"]["linted_static"] == 1 and lint["counts"]["blocking_findings"] == 0
+    assert [f["message"] for f in lint["findings"]] == ["acme_accounts.id is BIGSERIAL"]  # -x seen
+    release("upgrade", *where, "--url", url, check=0)
+    assert scalar(postgres_url, "SELECT to_regclass('public.acme_accounts') IS NOT NULL") is True
+    assert scalar(postgres_url, "SELECT version_num FROM meta.release_versions") == "t1"
+    assert scalar(postgres_url, "SELECT to_regclass('public.alembic_version')") is None
+    status = json.loads(release("status", *where, "--url", url, "--format", "json", check=0).stdout)
+    assert (status["current"], status["pending"]) == ("t1", [])
+    release("downgrade", *where, "--url", url, "--target", "base", check=0)
+    assert scalar(postgres_url, "SELECT to_regclass('public.acme_accounts')") is None
+
+    missing = release("lint", "--ini", str(ini), "-x", "tenant", check=2)
+    assert "-x 'tenant': expected key=value" in missing.stderr
+    assert "p%ss" not in ini.read_text() and "p%25ss" not in ini.read_text()  # nothing on disk
+
+
+def branch(versions: Path, revision: str, down: str | tuple[str, ...] | None) -> None:
+    (versions / f"{revision}.py").write_text(
+        f"from alembic import op\n\nrevision = {revision!r}\ndown_revision = {down!r}\n"
+        f"phase = 'expand'\n\n\ndef upgrade():\n    op.execute('CREATE TABLE {revision} (id bigint)')\n\n\n"
+        f"def downgrade():\n    op.execute('DROP TABLE {revision}')\n"
+    )
+
+
+def test_several_heads_are_refused_with_the_merge_hint_and_a_merge_revision_runs(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    root = init_project(tmp_path, "generic")
+    versions = root / "alembic" / "versions"
+    for path in versions.glob("r*.py"):
+        path.unlink()
+    branch(versions, "m1_base", None)
+    branch(versions, "m2_left", "m1_base")
+    branch(versions, "m2_right", "m1_base")
+    where = ["--script-location", str(root / "alembic"), "--url", postgres_url]
+
+    for command in ("status", "upgrade"):  # the history must be fixed first: bad input, like a missing env.py
+        refused = json.loads(release(command, *where, "--format", "json", check=2).stdout)
+        assert "has 2 heads (m2_left, m2_right)" in refused["error"]
+        assert "alembic merge heads" in refused["error"]
+    assert scalar(postgres_url, "SELECT to_regclass('public.alembic_version')") is None  # nothing ran
+
+    branch(versions, "m3_merge", ("m2_left", "m2_right"))
+    check = json.loads(release("check", *where, "--format", "json", check=0).stdout)
+    assert [r["revision"] for r in check["revisions"] if r["merge"]] == ["m3_merge"]
+    up = json.loads(release("upgrade", *where, "--format", "json", check=0).stdout)
+    # one branch alone, the other with its merge: never two heads in alembic_version in between
+    (base, first, merge) = up["applied"]
+    assert (base["revision"], merge["revision"], merge["from_revision"]) == ("m1_base", "m3_merge", first["revision"])
+    assert {first["revision"], *merge["with_branch"]} == {"m2_left", "m2_right"}
+    assert any("and merge m3_merge: applied in one command" in line for line in up["log"])
+    assert scalar(postgres_url, "SELECT array_agg(version_num) FROM alembic_version") == ["m3_merge"]
+    assert scalar(postgres_url, "SELECT to_regclass('public.m2_left') IS NOT NULL AND "
+                                "to_regclass('public.m2_right') IS NOT NULL") is True
+    down = release("downgrade", *where, "--target", "m1_base", check=1)
+    assert "through merge revision m3_merge" in down.stderr
+
+
+GUARDED = {
+    "g1": ("None", """
+        op.create_table("accounts", sa.Column("id", sa.BigInteger, primary_key=True), sa.Column("balance", sa.Integer))"""),
+    "g2": ('"g1"', """
+        op.alter_column("accounts", "balance", type_=sa.BigInteger)"""),
+    # Guarded on a table the application makes outside the history (metadata.create_all):
+    # in a schema replayed from the history it does nothing.
+    "g3": ('"g2"', """
+        if sa.inspect(op.get_bind()).has_table("legacy_rates"):
+            op.add_column("legacy_rates", sa.Column("source", sa.Text))"""),
+}
+
+
+def test_shadow_lint_watches_revisions_the_live_database_has_and_names_those_that_ran_nothing(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    root = init_project(tmp_path, "generic")
+    versions = root / "alembic" / "versions"
+    for path in versions.glob("r*.py"):
+        path.unlink()
+    for name, (down, body) in GUARDED.items():
+        (versions / f"{name}.py").write_text(
+            f"import sqlalchemy as sa\nfrom alembic import op\n\nrevision = {name!r}\n"
+            f"down_revision = {down}\nphase = 'expand'\n\n\ndef upgrade():\n"
+            + textwrap.indent(textwrap.dedent(body).strip(), "    ") + "\n\n\ndef downgrade():\n    pass\n"
+        )
+    where = ["--script-location", str(root / "alembic"), "--url", postgres_url]
+    release("upgrade", *where, "--target", "head", check=0)  # the live database has them all
+    before = scratch_databases(postgres_url)
+
+    report = json.loads(release("lint", *where, "--shadow", "auto", "--format", "json", check=1).stdout)
+    counts = report["counts"]
+    assert (counts["linted_static"], counts["linted_shadow"], counts["not_linted"]) == (2, 1, 0)
+    assert counts["linted_shadow_no_statements"] == 1
+    facts = {(f["revision"], f["rule"]) for f in report["findings"]}
+    assert ("g2", "observed-table-rewrite") in facts  # seen although the live database has g2
+    (empty,) = [f for f in report["findings"] if f["rule"] == "shadow-no-statements"]
+    assert empty["revision"] == "g3" and empty["severity"] == "warning"
+    assert "ran no statement in the shadow database" in empty["message"]
+    table = release("lint", *where, "--shadow", "auto", check=1).stdout
+    assert "1 in the shadow database (1 of them ran no statement there)" in " ".join(table.split())
+    assert left_behind(postgres_url, before) == set()

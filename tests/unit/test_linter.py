@@ -146,6 +146,7 @@ def test_every_catalogue_rule_has_cases_except_meta_rules() -> None:
         "unparseable-sql",
         "not-linted",
         "shadow-failure",
+        "shadow-no-statements",
         "observed-lock",
         "observed-table-rewrite",
     }
