@@ -405,7 +405,7 @@ def _breakdown(name: str) -> dict[str, tuple[float, float]]:
         PlatformResource,
     )
     from release_pipelines.resources.manifest_files import load_product
-    from release_pipelines.resources.router_metrics import parse_router_metrics, shared_client
+    from release_pipelines.resources.router_metrics import client_for, parse_router_metrics
     from release_pipelines.steps.canary_reads import read_tick
 
     product = load_product(Path(os.environ["RELEASE_HOME"]).parent / "manifests" / name / "release.yaml")
@@ -413,7 +413,8 @@ def _breakdown(name: str) -> dict[str, tuple[float, float]]:
     platform = PlatformResource().for_product(product)
     provider = MetricsResource().provider(platform)
     service = service_of(name)
-    url = f"{platform.status(service).endpoint}/_router/metrics"
+    base = platform.status(service).endpoint
+    url = f"{base}/_router/metrics"
     reps = 20
     out: dict[str, tuple[float, float]] = {}
 
@@ -426,7 +427,7 @@ def _breakdown(name: str) -> dict[str, tuple[float, float]]:
 
     release = clock("ledger: active release", lambda: book.active_release(name))
     clock("platform: status (state file + psutil)", lambda: platform.status(service))
-    body = clock("metrics: HTTP GET only (pooled httpx.Client, keep-alive)", lambda: shared_client().get(url).text)
+    body = clock("metrics: HTTP GET only (the router's kept-alive client)", lambda: client_for(base).get(url).text)
     clock("metrics: parse only (router_metrics.parse_router_metrics)", lambda: parse_router_metrics(body))
     snapshot = clock("metrics: snapshot (status for the URL, GET, parse)",
                      lambda: provider.snapshot(service, "1.0.0", "1.1.0"))
