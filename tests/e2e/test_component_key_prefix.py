@@ -93,3 +93,18 @@ def test_a_prefix_part_with_a_slash_is_named_against_the_defs_yaml(tmp_path):
     assert str(excinfo.value) == (
         f"{tmp_path / 'defs.yaml'}: attributes.translation.key_prefix[1]: 'team/shop' is not a key part "
         "(letters, digits, _ and -; write [acme, shop] rather than acme/shop)")
+
+
+def test_a_prefix_written_as_a_string_is_one_part(tmp_path):
+    """`key_prefix: acme` (the YAML schema takes a string too) is [acme], as in Dagster's own
+    key_prefix, not one part per letter; a string with a slash is named without an index."""
+    context = ComponentTree.for_test().load_context.for_path(tmp_path)
+    component = ReleaseProductComponent.from_attributes_dict(attributes={
+        "manifest": str(EXAMPLE), "translation": {"key_prefix": PREFIX}})
+    assert dg.AssetKey([PREFIX, "services", "catalog"]) in _own_keys(component.build_defs(context))
+    slashed = ReleaseProductComponent.from_attributes_dict(attributes={
+        "manifest": str(EXAMPLE), "translation": {"key_prefix": "acme/shop"}})
+    with pytest.raises(ComponentAttributeError) as excinfo:
+        slashed.build_defs(context)
+    assert str(excinfo.value).startswith(
+        f"{tmp_path / 'defs.yaml'}: attributes.translation.key_prefix: 'acme/shop' is not a key part")

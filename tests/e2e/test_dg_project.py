@@ -3,9 +3,11 @@ makes from nothing (named nothing like ours), our wheel installed into its own v
 the component listed, scaffolded, checked and loaded, a release launched to its first canary step
 and rolled back; beside the user's own assets, resources and jobs; bad input named by file and field.
 
-The commands are the ones README.md ("Add releases to your Dagster project") shows. The fresh venv
-takes its dependencies (Dagster, dg, ...) from this project's environment through a path entry, as
-tests/e2e/test_wheel.py does; `dg`, `dagster` and `release` are the console scripts pip writes.
+The commands are the ones README.md ("Add releases to your Dagster project") shows, in its order:
+the wheel built with `pip wheel --no-deps`, `create-dagster project`, then `dg` and `release`. The
+fresh venv takes its dependencies (Dagster, dg, ...) from this project's environment through a path
+entry, as tests/e2e/test_wheel.py does, instead of downloading them; `dg`, `dagster` and `release`
+are the console scripts pip writes.
 """
 
 from __future__ import annotations
@@ -222,6 +224,9 @@ def test_beside_the_users_own_assets_resources_and_jobs(acme: DgProject) -> None
     ("  manifest: release.yaml\n  manifests: other.yaml\n", "yaml",
      (":4 - release_pipelines.ReleaseProductComponent attributes.manifests Additional properties are not "
       "allowed ('manifests' was unexpected)")),
+    # `check defs` first checks the YAML (which dg 1.13.27 does for one defs.yaml per type), then loads:
+    # either reports the field once, with the file
+    ("  manifest: release.yaml\n  manifests: other.yaml\n", "defs", "attributes.manifests"),
     ("  manifest: nowhere/release.yaml\n", "defs",
      "defs.yaml: attributes.manifest: no release manifest at {folder}/nowhere/release.yaml"),
 ])

@@ -66,9 +66,9 @@ class ReleaseResourceSettings(dg.Resolvable):
 class ReleaseTranslation(dg.Resolvable):
     """How the product's table and service assets appear in the asset catalog."""
 
-    key_prefix: Annotated[list[str] | None, described(
+    key_prefix: Annotated[str | list[str] | None, described(
         "asset key prefix of the product's tables and services (e.g. [acme]: acme/services/<name>, "
-        "acme/<database>/<schema>/<table>); default: none")] = None
+        "acme/<database>/<schema>/<table>; a string is one part, as in Dagster's key_prefix); default: none")] = None
     group_name: Annotated[str | None, described(
         "asset group of the product's tables and services (default: one group per database, "
         "and `services`)")] = None
@@ -117,14 +117,18 @@ def manifest_path(manifest: str, base: Path) -> Path:
     return path
 
 
-def key_prefix(parts: list[str], base: Path) -> tuple[str, ...]:
-    """The prefix as key parts; a part that would not survive `a/b/c` key strings is reported."""
-    for index, part in enumerate(parts):
+def key_prefix(parts: str | list[str], base: Path) -> tuple[str, ...]:
+    """The prefix as key parts (a string is one part: resolved as a list, `acme` would become
+    a/c/m/e); a part that would not survive `a/b/c` key strings is reported."""
+    field_name = "attributes.translation.key_prefix"
+    named = [(field_name, parts)] if isinstance(parts, str) else [
+        (f"{field_name}[{index}]", part) for index, part in enumerate(parts)]
+    for name, part in named:
         if not re.fullmatch(r"[A-Za-z0-9_-]+", part):
             raise ComponentAttributeError(
-                f"{base / 'defs.yaml'}: attributes.translation.key_prefix[{index}]: {part!r} is not a key "
+                f"{base / 'defs.yaml'}: {name}: {part!r} is not a key "
                 "part (letters, digits, _ and -; write [acme, shop] rather than acme/shop)")
-    return tuple(parts)
+    return tuple(part for _name, part in named)
 
 
 @cache
