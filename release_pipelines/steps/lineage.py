@@ -5,11 +5,15 @@ column lineage the revisions declare, sends OpenLineage START / COMPLETE / FAIL 
 configured), and afterwards turns statements + catalog into per-table changes (`TableChange`)
 for the op to materialize. Everything it learns goes to the ledger first (`schema:changes`,
 `lineage:declared`, `schema:impact`), which the release summary is rendered from.
+
+An impact's downstream assets are the manifest's graph joined with `asset_downstream`, the
+code location's asset graph as the op read it (table name -> asset key strings; steps never
+import Dagster), so a data team's own assets on a table are listed too.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -125,7 +129,8 @@ def track(ctx: StepContext, database_name: str, step: str, runner: Any, pending:
         lineage_recorder.reset(token)
 
 
-def table_changes(tracking: Tracking, results: list[Any], row_count) -> list[TableChange]:
+def table_changes(tracking: Tracking, results: list[Any], row_count,
+                  asset_downstream: Mapping[str, Sequence[str]] | None = None) -> list[TableChange]:
     """Per-table changes of the applied revisions; declared tables always, discovered ones when
     touched; records them and sends OpenLineage COMPLETE."""
     ctx, database_name = tracking.ctx, tracking.database
@@ -135,7 +140,8 @@ def table_changes(tracking: Tracking, results: list[Any], row_count) -> list[Tab
     changes = release_changes(revisions, tracking.before, after)
     derivations = derivations_from(e.payload for e in ctx.ledger.events(ctx.release_id)
                                    if e.kind == "lineage:declared" and e.payload.get("database") == database_name)
-    found = impacts(changes, _readers(ctx, database_name), _downstream(ctx, database_name), derivations)
+    found = impacts(changes, _readers(ctx, database_name), _downstream(ctx, database_name, asset_downstream),
+                    derivations)
     ctx.record("schema:changes", database=database_name, step=tracking.step,
                from_revision=results[0].from_revision if results else None,
                to_revision=results[-1].to_revision if results else None,
@@ -226,12 +232,18 @@ def _readers(ctx: StepContext, database_name: str) -> dict[str, list[str]]:
     return readers
 
 
-def _downstream(ctx: StepContext, database_name: str) -> dict[str, list[str]]:
-    """Downstream asset keys as the catalog shows them (with the component's key prefix, if any)."""
+def _downstream(ctx: StepContext, database_name: str,
+                asset_downstream: Mapping[str, Sequence[str]] | None) -> dict[str, list[str]]:
+    """Downstream asset keys as the catalog shows them (with the component's key prefix, if any):
+    the manifest's graph, then what only the code location's asset graph has."""
     database = ctx.product.manifest.database(database_name)
     prefix = "".join(f"{part}/" for part in ctx.product.asset_key_prefix)  # as assets.keys.AssetKeys
-    return {t.name: [prefix + key for key in downstream(ctx.product.manifest, database_name, t.name)]
-            for t in database.tables}
+    found = {t.name: [prefix + key for key in downstream(ctx.product.manifest, database_name, t.name)]
+             for t in database.tables}
+    for table, keys in (asset_downstream or {}).items():
+        known = found.setdefault(table, [])
+        known += [key for key in keys if key not in known]
+    return found
 
 
 def emit_gates(ctx: StepContext, database_name: str, results: Sequence[Any]) -> None:
@@ -253,7 +265,9 @@ def emit_gates(ctx: StepContext, database_name: str, results: Sequence[Any]) -> 
                      f"{r.gate} on {r.table}" for r in results if not r.passed))
 
 
-def planned_contract_impacts(ctx: StepContext, database_name: str, runner: Any) -> tuple[list[Impact], list[str]]:
+def planned_contract_impacts(ctx: StepContext, database_name: str, runner: Any,
+                             asset_downstream: Mapping[str, Sequence[str]] | None = None,
+                             ) -> tuple[list[Impact], list[str]]:
     """The breaking and destructive changes of the pending contract revisions (rendered offline and
     parsed), each with the services that read the table and the assets downstream of it; and the
     revisions that could not be rendered offline (their impact shows after they ran)."""
@@ -264,14 +278,16 @@ def planned_contract_impacts(ctx: StepContext, database_name: str, runner: Any) 
     changes = statement_changes([RevisionStatements(r.revision, [r.sql]) for r in rendered if r.sql])
     derivations = derivations_from(e.payload for e in ctx.ledger.events(ctx.release_id)
                                    if e.kind == "lineage:declared" and e.payload.get("database") == database_name)
-    found = impacts(changes, _readers(ctx, database_name), _downstream(ctx, database_name), derivations)
+    found = impacts(changes, _readers(ctx, database_name), _downstream(ctx, database_name, asset_downstream),
+                    derivations)
     return found, [r.revision for r in rendered if not r.sql]
 
 
-def contract_impacts(ctx: StepContext, database_name: str, runner: Any) -> list[Impact]:
+def contract_impacts(ctx: StepContext, database_name: str, runner: Any,
+                     asset_downstream: Mapping[str, Sequence[str]] | None = None) -> list[Impact]:
     """Before the contract revisions run (the contract job, before the point of no return): their
     impact, logged and recorded in the ledger as `schema:impact` (step `contract-plan`)."""
-    found, unrendered = planned_contract_impacts(ctx, database_name, runner)
+    found, unrendered = planned_contract_impacts(ctx, database_name, runner, asset_downstream)
     for impact in found:
         ctx.log(f"{database_name} contract impact: {impact.describe()}")
     if unrendered:

@@ -7,7 +7,7 @@ run knows where to go back to even if the run never wrote "done".
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
 from sqlalchemy import create_engine
@@ -129,34 +129,42 @@ def expand(ctx: StepContext, database_name: str) -> MigrationOutcome:
     return MigrationOutcome(database_name, start, end, rows_before, changes, release_id=ctx.release_id)
 
 
-def contract_impacts(ctx: StepContext, database_name: str) -> list[Impact]:
-    """What the pending contract revisions break, and for whom: shown before the point of no return."""
-    return lineage_steps.contract_impacts(ctx, database_name, runner_for(ctx.product, database_name))
+def contract_impacts(ctx: StepContext, database_name: str,
+                     asset_downstream: Mapping[str, Sequence[str]] | None = None) -> list[Impact]:
+    """What the pending contract revisions break, and for whom: shown before the point of no return.
+    `asset_downstream`: table -> the assets downstream of it in the code location's asset graph."""
+    return lineage_steps.contract_impacts(ctx, database_name, runner_for(ctx.product, database_name),
+                                          asset_downstream)
 
 
-def contract_preview(ctx: StepContext, versions: Mapping[str, str]) -> list[str]:
+def contract_preview(ctx: StepContext, versions: Mapping[str, str],
+                     asset_downstream: Mapping[str, Mapping[str, Sequence[str]]] | None = None) -> list[str]:
     """At preflight: what the contract revisions waiting in this release's databases will break and
-    for whom (recorded only when the contract job runs them)."""
+    for whom (recorded only when the contract job runs them). `asset_downstream`: database -> table
+    -> the assets downstream of it in the code location's asset graph."""
     lines = []
     for database in ctx.product.manifest.databases:
         if not needed(ctx.product, versions, database.name):
             continue
         runner = runner_for(ctx.product, database.name)
-        found, unrendered = lineage_steps.planned_contract_impacts(ctx, database.name, runner)
+        found, unrendered = lineage_steps.planned_contract_impacts(ctx, database.name, runner,
+                                                                   (asset_downstream or {}).get(database.name))
         lines += [f"{database.name} contract (later, by the contract job): {i.describe()}" for i in found]
         lines += [f"{database.name}: contract revision {r} not renderable offline; impact unknown until it runs"
                   for r in unrendered]
     return lines
 
 
-def contract(ctx: StepContext, database_name: str, planned: list[Impact] | None = None) -> MigrationOutcome:
+def contract(ctx: StepContext, database_name: str, planned: list[Impact] | None = None,
+             asset_downstream: Mapping[str, Sequence[str]] | None = None) -> MigrationOutcome:
     """Apply the remaining (contract) revisions: destructive, never downgraded by a rollback.
-    `planned`: the impact shown before the point of no return (worked out here when resuming)."""
+    `planned`: the impact shown before the point of no return (worked out here when resuming);
+    `asset_downstream`: table -> the assets downstream of it in the code location's asset graph."""
     runner = runner_for(ctx.product, database_name, application_name=f"release:{ctx.release_id}:contract")
     start = runner.current()
     pending = [r.revision for r in runner.pending()]
     if planned is None:
-        planned = lineage_steps.contract_impacts(ctx, database_name, runner)
+        planned = lineage_steps.contract_impacts(ctx, database_name, runner, asset_downstream)
     ctx.record("migrate:contract:start", database=database_name, from_revision=start, pending=pending)
     with lineage_steps.track(ctx, database_name, "contract", runner, pending) as tracking:
         results = _blockers_to_ledger(ctx, database_name, lambda: runner.upgrade_contract(log=ctx.log))
@@ -164,7 +172,8 @@ def contract(ctx: StepContext, database_name: str, planned: list[Impact] | None 
     ctx.record("migrate:contract:done", database=database_name, from_revision=start, to_revision=end,
                revisions=[r.revision for r in results])
     return MigrationOutcome(database_name, start, end, {},
-                            lineage_steps.table_changes(tracking, results, _row_counter(ctx, database_name)),
+                            lineage_steps.table_changes(tracking, results, _row_counter(ctx, database_name),
+                                                        asset_downstream),
                             planned, ctx.release_id)
 
 

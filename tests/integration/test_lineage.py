@@ -15,10 +15,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from dagster import AssetKey, Definitions, asset, build_defs_for_component
 from jsonschema import Draft202012Validator, FormatChecker
 from referencing import Registry, Resource
 
+from release_pipelines.components.release_product.component import ReleaseProductComponent
 from release_pipelines.core.lineage import render_data_summary
+from release_pipelines.orchestration.jobs.common import tables_downstream
 from release_pipelines.resources import clients
 from release_pipelines.resources.manifest_files import load_product
 from release_pipelines.resources.openlineage import release_run_id
@@ -298,3 +301,17 @@ def test_impact_names_downstream_assets_under_the_components_key_prefix(product,
     found = migrate_steps.contract_impacts(ctx, "app_db")
     assert found[0].downstream == ("acme/services/billing", "acme/app_db/public/invoices_summary",
                                    "acme/services/reports")
+    # with the asset graph of the component (key prefix acme) and a data team's asset on its orders table
+    @asset(key=["analytics", "orders_report"], deps=[AssetKey(["acme", "app_db", "public", "orders"])])
+    def orders_report() -> None: ...
+
+    component = ReleaseProductComponent.from_attributes_dict(attributes={
+        "manifest": str(product.directory / "release.yaml"), "translation": {"key_prefix": ["acme"]}})
+    graph = Definitions.merge(build_defs_for_component(component), Definitions(assets=[orders_report])) \
+        .get_repository_def().asset_graph
+    downstream = tables_downstream(graph, ctx.product)
+    assert downstream["app_db"]["orders"] == ["acme/services/billing", "analytics/orders_report",  # nearest first
+                                              "acme/app_db/public/invoices_summary", "acme/services/reports"]
+    found = migrate_steps.contract_impacts(ctx, "app_db", downstream["app_db"])
+    assert found[0].downstream == ("acme/services/billing", "acme/app_db/public/invoices_summary",
+                                   "acme/services/reports", "analytics/orders_report")

@@ -2,9 +2,11 @@
 sensor) on a real instance (temp DAGSTER_HOME, SQLite storage) over real PostgreSQL and Alembic,
 read back from the instance: each table's materializations with their diff, data version
 (the Alembic revision), previous and new column schema, column lineage; a table created then
-dropped marked dropped; the contract's impact shown before the point of no return; the data team's
-summary on releases/<product>; OpenLineage silent when not configured, then events at a real HTTP
-receiver in order, with the release as parent run, each valid against the spec's schemas."""
+dropped marked dropped; the contract's impact shown before the point of no return, its downstream
+assets from the code location's asset graph (a data team's own assets merged into the definitions,
+not only the manifest's); the data team's summary on releases/<product>; OpenLineage silent when
+not configured, then events at a real HTTP receiver in order, with the release as parent run, each
+valid against the spec's schemas."""
 
 from __future__ import annotations
 
@@ -13,8 +15,15 @@ from dagster import AssetKey, DagsterEventType, EventRecordsFilter
 
 from release_pipelines.resources.openlineage import release_run_id
 from tests.integration.test_lineage import receiver, spec_problems  # noqa: F401 - the receiver fixture
-from tests.lineage_release import instance_at, run_lineage_release, stage_product
-from tests.release_harness import Shop, processes_under
+from tests.lineage_release import (
+    MANIFEST_ENV,
+    USER_ASSETS,
+    RepositoryShop,
+    instance_at,
+    run_lineage_release,
+    stage_product,
+)
+from tests.release_harness import processes_under
 
 pytestmark = pytest.mark.postgres
 ORDERS = AssetKey(["app_db", "public", "orders"])
@@ -30,12 +39,13 @@ def staged(tmp_path, monkeypatch, postgres_url):
     monkeypatch.setenv("RELEASE_HOME", str(home))
     monkeypatch.setenv("LINEAGE_DB_URL", postgres_url)
     monkeypatch.setenv("RELEASE_ACTOR", "data-team-test")
+    monkeypatch.setenv(MANIFEST_ENV, str(manifest))
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.openlineage/openlineage.yml
     monkeypatch.chdir(tmp_path)  # no ./openlineage.yml
     for name in ("RELEASE_LEDGER_URL", "RELEASE_PROMETHEUS_URL", "OPENLINEAGE_URL", "OPENLINEAGE_CONFIG",
                  "OPENLINEAGE_DISABLED"):
         monkeypatch.delenv(name, raising=False)
-    shop = Shop(home, manifest, instance_at(tmp_path / "dagster_home"))
+    shop = RepositoryShop(home, manifest, instance_at(tmp_path / "dagster_home"))
     try:
         yield shop, folder
     finally:
@@ -83,6 +93,9 @@ def test_a_release_through_the_jobs_leaves_its_lineage_in_the_instance(staged, r
     assert ("orders.email: column dropped [destructive, 0004_contract], replaced by orders.email_normalized: "
             "read by billing") in contracted.metadata["impact"].value
     assert contracted.metadata["affected_services"].value == ["billing"]
+    # downstream: the manifest's graph, then the user's assets on top of orders (the code location's graph)
+    assert ("downstream assets: services/billing, app_db/public/invoices_summary, services/reports, "
+            + ", ".join(USER_ASSETS)) in contracted.metadata["impact"].value
     # the column list itself says which release and revision last changed each column, and from what
     notes = {c.name: c.description for c in contracted.metadata["dagster/column_schema"].value.columns}
     assert notes["id"] == f"created with the table (release {ran.first_release}, revision 0001_orders)"
@@ -104,7 +117,8 @@ def test_a_release_through_the_jobs_leaves_its_lineage_in_the_instance(staged, r
     impact = next(r for r in observed if "impact" in r.asset_observation.metadata)
     assert "read by billing" in impact.asset_observation.metadata["impact"].value
     assert impact.asset_observation.metadata["downstream_assets"].value == [
-        "app_db/public/invoices_summary", "services/billing", "services/reports"]
+        *USER_ASSETS, "app_db/public/invoices_summary", "services/billing", "services/reports"]
+    assert ", ".join(USER_ASSETS) in impact.asset_observation.metadata["impact"].value
     contract_run = impact.run_id
     logs = [r.event_log_entry for r in instance.get_records_for_run(contract_run, limit=1000).records]
     warned = next(i for i, e in enumerate(logs) if "point of no return" in (e.user_message or ""))
@@ -116,7 +130,7 @@ def test_a_release_through_the_jobs_leaves_its_lineage_in_the_instance(staged, r
     preflight_log = [r.event_log_entry.user_message for r in
                      instance.get_records_for_run(preflight_run, limit=2000).records]
     assert any("app_db contract (later, by the contract job): orders.email: column dropped" in m
-               for m in preflight_log), preflight_log
+               and m.endswith(", ".join(USER_ASSETS)) for m in preflight_log), preflight_log
     kinds = [e.kind for e in shop.ledger.events(ran.release)]
     assert kinds.index("schema:impact") < kinds.index("state:contracting")
 

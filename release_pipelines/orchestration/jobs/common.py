@@ -21,6 +21,8 @@ from dagster import (
     NodeInvocation,
     OpExecutionContext,
 )
+from dagster._check import CheckError
+from dagster._core.definitions.assets.graph.base_asset_graph import BaseAssetGraph
 
 from release_pipelines.assets.checks import gate_check_evaluation
 from release_pipelines.assets.keys import DEFAULT_KEYS, AssetKeys
@@ -79,6 +81,38 @@ def step_context(context: OpExecutionContext, product: Product, ledger, release_
         run_id=context.run_id,
         log=release_log(context, release_id),
     )
+
+
+def asset_downstream(context: OpExecutionContext, product: Product) -> dict[str, dict[str, list[str]]]:
+    """`tables_downstream` of the code location the run came from: what a contract's impact adds to
+    the manifest's graph (a data team's own assets merged into the definitions, a dbt model say)."""
+    try:
+        graph = context.repository_def.asset_graph
+    except CheckError:  # a job executed in process on its own has no code location: the manifest's graph only
+        return {}
+    return tables_downstream(graph, product)
+
+
+def tables_downstream(graph: BaseAssetGraph, product: Product) -> dict[str, dict[str, list[str]]]:
+    """Database -> table -> every asset downstream of the table's asset (`AssetKeys.table`, under
+    the component's key prefix) in `graph`, nearest first, as key strings: plain data for the steps."""
+    prefix, databases = list(AssetKeys.of(product).prefix), {d.name for d in product.manifest.databases}
+    found: dict[str, dict[str, list[str]]] = {}
+    for key in graph.get_all_asset_keys():
+        path = list(key.path)
+        if len(path) != len(prefix) + 3 or path[:len(prefix)] != prefix or path[len(prefix)] not in databases:
+            continue  # not a table key `[<prefix>, database, schema, table]`
+        queue, seen, below = [key], {key}, []
+        while queue:  # breadth first
+            for child in sorted(graph.get(queue.pop(0)).child_keys, key=lambda k: k.to_user_string()):
+                if child not in seen:
+                    seen.add(child)
+                    below.append(child.to_user_string())
+                    queue.append(child)
+        if below:
+            known = found.setdefault(path[-3], {}).setdefault(path[-1], [])
+            known += [k for k in below if k not in known]  # the same table name in two schemas
+    return found
 
 
 def tag_run(context: OpExecutionContext, product: Product, release_id: str) -> None:

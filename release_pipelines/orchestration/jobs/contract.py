@@ -19,6 +19,7 @@ from release_pipelines.core.product import Product
 from release_pipelines.core.states import ReleaseState
 from release_pipelines.orchestration.dagster_resources import LedgerResource, PlatformResource
 from release_pipelines.orchestration.jobs.common import (
+    asset_downstream,
     begin_step,
     failing_clearly,
     gate_evaluations,
@@ -71,8 +72,11 @@ def build_contract_job(product: Product) -> JobDefinition:
                     f"release {release.id}: resuming contract migrations on "
                     f"{', '.join(databases) or 'no database'} (already past the point of no return)"
                 )
+                downstream = asset_downstream(context, product)
                 for database in databases:
-                    yield from migration_materializations(migrate_steps.contract(ctx, database), AssetKeys.of(product))
+                    yield from migration_materializations(
+                        migrate_steps.contract(ctx, database, asset_downstream=downstream.get(database)),
+                        AssetKeys.of(product))
                     yield from gate_evaluations(ctx, database, {})
                 book.transition(
                     release.id, ReleaseState.COMPLETED, ctx.actor, run_id=context.run_id
@@ -98,7 +102,8 @@ def build_contract_job(product: Product) -> JobDefinition:
             waiting = missing_approvals(product.manifest, book, release, ApprovalPhase.contract)
             if waiting:
                 raise ReleaseError(waiting)
-            planned = {db: migrate_steps.contract_impacts(ctx, db) for db in databases}  # before no return
+            downstream = asset_downstream(context, product)  # the code location's graph, user assets included
+            planned = {db: migrate_steps.contract_impacts(ctx, db, downstream.get(db)) for db in databases}  # before no return
             for db, found in planned.items():
                 yield from impact_observations(product.manifest.database(db), found, release.id, AssetKeys.of(product))
             book.transition(
@@ -113,7 +118,9 @@ def build_contract_job(product: Product) -> JobDefinition:
                 f"point of no return - contract migrations on {', '.join(databases)}"
             )
             for database in databases:
-                yield from migration_materializations(migrate_steps.contract(ctx, database, planned[database]), AssetKeys.of(product))
+                yield from migration_materializations(
+                    migrate_steps.contract(ctx, database, planned[database], downstream.get(database)),
+                    AssetKeys.of(product))
                 yield from gate_evaluations(ctx, database, {})
             book.transition(release.id, ReleaseState.COMPLETED, ctx.actor, run_id=context.run_id)
             yield readiness_observation(product, book, release.id, "completed")

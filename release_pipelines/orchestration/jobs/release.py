@@ -37,6 +37,7 @@ from release_pipelines.orchestration.dagster_resources import (
 from release_pipelines.orchestration.jobs.common import (
     actor_of,
     after,
+    asset_downstream,
     failing_clearly,
     gate_evaluations,
     migration_materializations,
@@ -131,7 +132,8 @@ def _preflight_op(product: Product) -> OpDefinition:
         release_flags.for_product(product).ensure(product.manifest.flags)
         book.transition(release.id, ReleaseState.EXPANDING, actor, run_id=context.run_id)
         release_log(context, release.id)("plan: " + " | ".join(", ".join(w) for w in plan_summary))
-        for line in migrate_steps.contract_preview(step_context(context, product, book, release.id), release.versions):
+        for line in migrate_steps.contract_preview(step_context(context, product, book, release.id), release.versions,
+                                                   asset_downstream(context, product)):
             release_log(context, release.id, "warning")(line)
         return release.id
 
