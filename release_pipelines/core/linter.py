@@ -227,6 +227,61 @@ RULES: dict[str, Rule] = {
         ),
         Rule("ban-char-field", WARNING, "use TEXT or VARCHAR: CHAR(n) pads with spaces"),
         Rule(
+            "ban-alter-generated-expression",
+            ERROR,
+            "SET EXPRESSION recomputes every row under ACCESS EXCLUSIVE and changes what the old "
+            "release reads: add a new column with the new expression and switch in a contract revision",
+        ),
+        Rule(
+            "ban-alter-table-rewrite",
+            ERROR,
+            "SET LOGGED/UNLOGGED, SET ACCESS METHOD and SET TABLESPACE copy the whole table under "
+            "ACCESS EXCLUSIVE: do it outside the release (pg_repack), or build a new table and switch",
+        ),
+        Rule(
+            "ban-drop-index",
+            WARNING,
+            "the old release may rely on it (a unique index behind ON CONFLICT, or its query plans): "
+            'drop it in a phase = "contract" revision',
+        ),
+        Rule(
+            "ban-detach-inheritance",
+            WARNING,
+            "the old release reading through the parent loses the child's rows: detach it in a "
+            "contract revision",
+        ),
+        Rule(
+            "ban-replace-view-function",
+            WARNING,
+            "CREATE OR REPLACE changes what the old release gets from the same name: create it under "
+            "a new name (v2) beside the old one and drop the old in a contract revision",
+        ),
+        Rule(
+            "ban-disable-trigger",
+            WARNING,
+            "a disabled trigger or rule silently stops what the old release relies on (for example "
+            "the trigger that keeps old and new columns in sync): do it in a contract revision",
+        ),
+        Rule(
+            "ban-access-change-in-expand",
+            WARNING,
+            "REVOKE, row level security and policy or view-option changes can deny the old release "
+            "what it reads or writes: grant the new access first, restrict it in a contract revision",
+        ),
+        Rule(
+            "ban-database-wide-change",
+            WARNING,
+            "database, role, system, function-option and extension-version changes apply at once to "
+            "every running release and are not undone by rolling the application back: make them "
+            "deliberately, outside the release",
+        ),
+        Rule(
+            "ban-alter-sequence-values",
+            WARNING,
+            "restarting or narrowing a sequence can hand out ids that already exist: leave sequence "
+            "values alone in a migration",
+        ),
+        Rule(
             "observed-table-rewrite",
             ERROR,
             "the shadow database saw this statement rewrite the table under ACCESS EXCLUSIVE: "
@@ -314,6 +369,38 @@ DROPPED_OBJECTS = {
     ObjectType.OBJECT_SEQUENCE: "SEQUENCE",
     ObjectType.OBJECT_EXTENSION: "EXTENSION",
     ObjectType.OBJECT_TRIGGER: "TRIGGER",
+    ObjectType.OBJECT_POLICY: "POLICY",
+    ObjectType.OBJECT_RULE: "RULE",
+}
+# ALTER TABLE forms that copy the whole table under ACCESS EXCLUSIVE.
+REWRITING_ALTERS = {
+    AlterTableType.AT_SetLogged: "SET LOGGED",
+    AlterTableType.AT_SetUnLogged: "SET UNLOGGED",
+    AlterTableType.AT_SetAccessMethod: "SET ACCESS METHOD",
+    AlterTableType.AT_SetTableSpace: "SET TABLESPACE",
+}
+ROW_SECURITY = {
+    AlterTableType.AT_EnableRowSecurity: "ENABLE ROW LEVEL SECURITY",
+    AlterTableType.AT_DisableRowSecurity: "DISABLE ROW LEVEL SECURITY",
+    AlterTableType.AT_ForceRowSecurity: "FORCE ROW LEVEL SECURITY",
+    AlterTableType.AT_NoForceRowSecurity: "NO FORCE ROW LEVEL SECURITY",
+}
+DISABLING = {
+    AlterTableType.AT_DisableTrig,
+    AlterTableType.AT_DisableTrigAll,
+    AlterTableType.AT_DisableTrigUser,
+    AlterTableType.AT_DisableRule,
+}
+SEQUENCE_VALUE_OPTIONS = {"restart", "start", "increment", "minvalue", "maxvalue", "cycle", "as"}
+# Statements whose effect reaches every connection of every release at once.
+DATABASE_WIDE = {
+    ast.AlterDatabaseStmt: "ALTER DATABASE",
+    ast.AlterDatabaseSetStmt: "ALTER DATABASE ... SET",
+    ast.AlterSystemStmt: "ALTER SYSTEM",
+    ast.AlterRoleStmt: "ALTER ROLE",
+    ast.AlterRoleSetStmt: "ALTER ROLE ... SET",
+    ast.AlterFunctionStmt: "ALTER FUNCTION/PROCEDURE options",
+    ast.AlterExtensionStmt: "ALTER EXTENSION ... UPDATE",
 }
 
 
@@ -541,6 +628,40 @@ class _RevisionLinter:
             self.flag("ban-alter-domain-with-add-constraint", "ALTER DOMAIN ... ADD CONSTRAINT")
         elif isinstance(node, ast.DropdbStmt):
             self.flag("ban-drop-database", f"DROP DATABASE {node.dbname}")
+        elif type(node) in DATABASE_WIDE or (
+            isinstance(node, ast.AlterExtensionContentsStmt) and node.action == -1
+        ):
+            what = DATABASE_WIDE.get(type(node), "ALTER EXTENSION ... DROP")
+            self.flag("ban-database-wide-change", f"{what} changes every running release at once")
+        elif isinstance(node, ast.AlterSeqStmt) and any(
+            o.defname in SEQUENCE_VALUE_OPTIONS for o in node.options or ()
+        ):
+            self.flag("ban-alter-sequence-values", f"ALTER SEQUENCE {node.sequence.relname} changes its values")
+        elif self.expand:
+            self.old_release_access(node)
+
+    def old_release_access(self, node: ast.Node) -> None:
+        """Expand only: changes that deny or alter what the still-running old release gets."""
+        if isinstance(node, ast.GrantStmt) and not node.is_grant:
+            self.flag("ban-access-change-in-expand", "REVOKE in an expand revision")
+        elif isinstance(node, (ast.CreatePolicyStmt, ast.AlterPolicyStmt)):
+            self.flag(
+                "ban-access-change-in-expand", f"policy {node.policy_name} changes in an expand revision"
+            )
+        elif (
+            isinstance(node, ast.AlterTableStmt)
+            and node.objtype == ObjectType.OBJECT_VIEW
+            and any(
+                c.subtype in (AlterTableType.AT_SetRelOptions, AlterTableType.AT_ResetRelOptions)
+                for c in node.cmds or ()
+            )
+        ):
+            self.flag(
+                "ban-access-change-in-expand",
+                f"view {node.relation.relname} options change in an expand revision",
+            )
+        elif isinstance(node, (ast.ViewStmt, ast.CreateFunctionStmt)) and node.replace:
+            self.flag("ban-replace-view-function", "CREATE OR REPLACE in an expand revision")
         elif isinstance(node, ast.AlterObjectSchemaStmt) and self.expand:
             self.flag("renaming-object", f"moving an object to schema {node.newschema} breaks the old release")
 
@@ -594,6 +715,8 @@ class _RevisionLinter:
                     "require-concurrent-index-deletion",
                     f"DROP INDEX {', '.join(names)} without CONCURRENTLY takes ACCESS EXCLUSIVE on its table",
                 )
+            if self.expand:
+                self.flag("ban-drop-index", f"DROP INDEX {', '.join(names)} in an expand revision")
         elif node.removeType == ObjectType.OBJECT_TABLE and self.expand:
             dropped = [n for n in names if n.split(".")[-1] not in self.ctx.created]
             if dropped:
@@ -684,11 +807,31 @@ class _RevisionLinter:
             self.flag("ban-drop-constraint", f"dropping {command.name} of {table} in an expand revision")
         elif kind == AlterTableType.AT_DropExpression and self.expand:
             self.flag("ban-drop-generated-expression", f"{table}.{command.name} DROP EXPRESSION")
-        elif kind == AlterTableType.AT_DetachPartition and not command.def_.concurrent:
+        elif kind == AlterTableType.AT_DetachPartition:
+            child = command.def_.name.relname
+            if not command.def_.concurrent:
+                self.flag(
+                    "require-concurrent-partition-detach",
+                    f"DETACH PARTITION {child} takes ACCESS EXCLUSIVE on {table}",
+                )
+            if self.expand:
+                self.flag("ban-detach-inheritance", f"{table} DETACH PARTITION {child} in an expand revision")
+        elif kind == AlterTableType.AT_DropInherit and self.expand:
+            self.flag("ban-detach-inheritance", f"{table} NO INHERIT in an expand revision")
+        elif kind == AlterTableType.AT_SetExpression:
             self.flag(
-                "require-concurrent-partition-detach",
-                f"DETACH PARTITION {command.def_.name.relname} takes ACCESS EXCLUSIVE on {table}",
+                "ban-alter-generated-expression",
+                f"{table}.{command.name} SET EXPRESSION recomputes every row under ACCESS EXCLUSIVE",
             )
+        elif kind in REWRITING_ALTERS:
+            self.flag(
+                "ban-alter-table-rewrite",
+                f"{table} {REWRITING_ALTERS[kind]} copies the table under ACCESS EXCLUSIVE",
+            )
+        elif kind in DISABLING and self.expand:
+            self.flag("ban-disable-trigger", f"{table} disables a trigger or rule in an expand revision")
+        elif kind in ROW_SECURITY and self.expand:
+            self.flag("ban-access-change-in-expand", f"{table} {ROW_SECURITY[kind]} in an expand revision")
 
     def add_column(self, table: str, column: ast.ColumnDef) -> None:
         constraints = list(column.constraints or ())
@@ -706,6 +849,11 @@ class _RevisionLinter:
             self.flag(
                 "adding-field-with-default",
                 f"{where} is a serial: its nextval() default rewrites the table",
+            )
+        elif ConstrType.CONSTR_IDENTITY in kinds:
+            self.flag(
+                "adding-field-with-default",
+                f"{where} is an identity column: numbering the existing rows rewrites the table",
             )
         elif default is not None:
             function = _func_name(default.raw_expr)

@@ -125,6 +125,33 @@ CASES = {
     ),
     "prefer-text-field": ("CREATE TABLE t (name varchar(20));", "CREATE TABLE t (name text);"),
     "ban-char-field": ("CREATE TABLE t (code char(3));", "CREATE TABLE t (code text);"),
+    "ban-alter-generated-expression": (
+        "ALTER TABLE orders ALTER COLUMN total SET EXPRESSION AS (quantity * 3);",
+        "ALTER TABLE orders ADD COLUMN total3 bigint;",
+    ),
+    "ban-alter-table-rewrite": ("ALTER TABLE orders SET UNLOGGED;", "ALTER TABLE orders SET (fillfactor = 90);"),
+    "ban-drop-index": ("DROP INDEX CONCURRENTLY ix;", "CREATE INDEX CONCURRENTLY ix ON orders (status);"),
+    "ban-detach-inheritance": (
+        "ALTER TABLE events DETACH PARTITION events_2020 CONCURRENTLY;",
+        "ALTER TABLE events ATTACH PARTITION events_2020 FOR VALUES FROM (1) TO (2);",
+    ),
+    "ban-replace-view-function": (
+        "CREATE OR REPLACE VIEW order_totals AS SELECT 1 AS total;",
+        "CREATE VIEW order_totals_v2 AS SELECT 1 AS total;",
+    ),
+    "ban-disable-trigger": (
+        "ALTER TABLE orders DISABLE TRIGGER sync_status;",
+        "ALTER TABLE orders ENABLE TRIGGER sync_status;",
+    ),
+    "ban-access-change-in-expand": ("REVOKE SELECT ON orders FROM app;", "GRANT SELECT ON orders TO app;"),
+    "ban-database-wide-change": (
+        "ALTER DATABASE shop SET search_path TO app;",
+        "SET LOCAL search_path TO app;",
+    ),
+    "ban-alter-sequence-values": (
+        "ALTER SEQUENCE orders_id_seq RESTART WITH 1;",
+        "ALTER SEQUENCE orders_id_seq OWNED BY orders.id;",
+    ),
 }
 
 
@@ -159,11 +186,38 @@ def test_every_catalogue_rule_has_cases_except_meta_rules() -> None:
         ("ban-drop-table", "DROP TABLE orders;"),
         ("renaming-column", "ALTER TABLE orders RENAME COLUMN status TO state;"),
         ("renaming-table", "ALTER TABLE orders RENAME TO purchases;"),
+        ("ban-drop-index", "DROP INDEX CONCURRENTLY ix;"),
+        ("ban-detach-inheritance", "ALTER TABLE events NO INHERIT events_base;"),
+        ("ban-replace-view-function", "CREATE OR REPLACE FUNCTION f() RETURNS int LANGUAGE sql AS 'SELECT 1';"),
+        ("ban-disable-trigger", "ALTER TABLE orders DISABLE RULE r;"),
+        ("ban-access-change-in-expand", "CREATE POLICY own ON orders USING (owner = current_user);"),
+        ("ban-drop-object-in-expand", "DROP POLICY own ON orders;"),
     ],
 )
 def test_destructive_changes_are_allowed_in_contract(rule: str, sql: str) -> None:
     assert rule in rules(sql, phase="expand")
     assert rule not in rules(sql, phase="contract")
+
+
+@pytest.mark.parametrize(
+    "sql, rule",
+    [
+        ("ALTER POLICY own ON orders TO app;", "ban-access-change-in-expand"),
+        ("ALTER TABLE orders ENABLE ROW LEVEL SECURITY;", "ban-access-change-in-expand"),
+        ("ALTER VIEW order_totals SET (security_invoker = true);", "ban-access-change-in-expand"),
+        ("ALTER ROLE app NOLOGIN;", "ban-database-wide-change"),
+        ("ALTER SYSTEM SET timezone = 'UTC';", "ban-database-wide-change"),
+        ("ALTER FUNCTION f() SECURITY DEFINER;", "ban-database-wide-change"),
+        ("ALTER EXTENSION postgis UPDATE TO '3.4.0';", "ban-database-wide-change"),
+        ("ALTER EXTENSION postgis DROP FUNCTION legacy();", "ban-database-wide-change"),
+        ("ALTER TABLE orders SET ACCESS METHOD heap2;", "ban-alter-table-rewrite"),
+        ("ALTER TABLE orders SET LOGGED;", "ban-alter-table-rewrite"),
+        ("ALTER TABLE orders ADD COLUMN n bigint GENERATED ALWAYS AS IDENTITY;", "adding-field-with-default"),
+        ("ALTER TABLE events DETACH PARTITION events_2020;", "require-concurrent-partition-detach"),
+    ],
+)
+def test_other_forms_of_the_compatibility_and_rewrite_rules(sql: str, rule: str) -> None:
+    assert rule in rules(sql)
 
 
 def test_a_table_created_in_the_same_revision_is_exempt_from_locking_rules() -> None:
@@ -223,7 +277,9 @@ def test_finding_names_revision_statement_line_and_recipe() -> None:
 
 def test_suppression_keeps_the_finding_with_its_reason() -> None:
     (finding,) = lint_sql(
-        "DROP INDEX ix;", lint_suppress={"require-concurrent-index-deletion": "table has 12 rows"}
+        "DROP INDEX ix;",
+        phase="contract",
+        lint_suppress={"require-concurrent-index-deletion": "table has 12 rows"},
     )
     assert finding.suppressed and finding.suppress_reason == "table has 12 rows"
     assert not finding.blocking
