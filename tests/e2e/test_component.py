@@ -15,7 +15,6 @@ from pathlib import Path
 import dagster as dg
 import pytest
 from dagster.components.core.component_tree import ComponentTree
-from release_pipelines.resources.manifest_files import load_product
 
 from release_pipelines.components.release_product.component import (
     ComponentAttributeError,
@@ -33,6 +32,7 @@ from release_pipelines.orchestration.dagster_resources import (
     default_resources,
 )
 from release_pipelines.orchestration.definitions import product_definitions
+from release_pipelines.resources.manifest_files import load_product
 from tests.e2e_support import EXAMPLE_MANIFEST, ROOT
 
 DG_PROJECT = ROOT / "examples" / "dg_project"
@@ -86,7 +86,8 @@ def _second_product(text: str) -> str:
     return text
 
 
-def test_two_products_in_one_project_merge(tmp_path):
+def _two_products_project(tmp_path: Path, resources: dict[str, str] | None = None) -> Path:
+    """A dg project with the shop and a second product; `resources` (product -> YAML) set on either."""
     project = tmp_path / "two_products"
     package = project / "src" / "two_products_pkg"
     for product in ("shop", "shop2"):
@@ -98,16 +99,35 @@ def test_two_products_in_one_project_merge(tmp_path):
         defs_dir = package / "defs" / product
         defs_dir.mkdir(parents=True)
         (defs_dir / "defs.yaml").write_text(
-            f"type: release_pipelines.ReleaseProductComponent\nattributes:\n  manifest: {manifest}\n")
+            f"type: release_pipelines.ReleaseProductComponent\nattributes:\n  manifest: {manifest}\n"
+            + (resources or {}).get(product, ""))
     (package / "__init__.py").write_text("")
     (package / "defs" / "__init__.py").write_text("")
     (project / "pyproject.toml").write_text(
         '[project]\nname = "two-products"\nversion = "0"\n\n'
         '[tool.dg]\ndirectory_type = "project"\n\n[tool.dg.project]\nroot_module = "two_products_pkg"\n')
+    return project
+
+
+def test_two_products_in_one_project_merge(tmp_path):
+    same = "  resources:\n    home: /tmp/release-home\n"
+    project = _two_products_project(tmp_path, {"shop": same, "shop2": same})
     jobs, sensors, assets = _names(_load_project(project, "two_products_pkg"))
     assert {"shop_release", "shop2_release", "shop_rollback", "shop2_rollback"} <= jobs
     assert {"shop_canary", "shop2_canary"} <= sensors
     assert {"shop_db/public/orders", "shop2_db/public/orders", "services/orders", "services/orders_2"} <= assets
+
+
+def test_two_products_with_different_resources_are_named_with_both_files(tmp_path):
+    project = _two_products_project(tmp_path, {"shop2": "  resources:\n    home: /tmp/elsewhere\n"})
+    with pytest.raises(Exception) as excinfo:
+        _load_project(project, "two_products_pkg")
+    message = " ".join(str(e) for e in (excinfo.value, excinfo.value.__cause__) if e)
+    defs = project / "src" / "two_products_pkg" / "defs"
+    assert "attributes.resources: home differ from" in message
+    assert str(defs / "shop2" / "defs.yaml") in message or str(defs / "shop" / "defs.yaml") in message
+    assert all(str(defs / p / "defs.yaml") in message for p in ("shop", "shop2"))
+    assert "separate code locations" in message
 
 
 def test_the_scaffolded_starter_manifest_validates(tmp_path):

@@ -22,7 +22,7 @@ one set of resource objects, so their Definitions merge.
 """
 
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from functools import cache
 from pathlib import Path
 from typing import Annotated
@@ -96,6 +96,7 @@ class ReleaseProductComponent(dg.Component, dg.Resolvable):
         product = replace(load_product(manifest_path(self.manifest, Path(context.path))),
                           asset_key_prefix=key_prefix(self.translation.key_prefix or [], Path(context.path)),
                           asset_group=self.translation.group_name)
+        check_shared_settings(Path(context.defs_module_path), Path(context.path), self.resources)
         return dg.Definitions.merge(product_definitions(product), dg.Definitions(resources=shared_resources(self.resources)))
 
 
@@ -129,6 +130,33 @@ def key_prefix(parts: str | list[str], base: Path) -> tuple[str, ...]:
                 f"{base / 'defs.yaml'}: {name}: {part!r} is not a key "
                 "part (letters, digits, _ and -; write [acme, shop] rather than acme/shop)")
     return tuple(part for _name, part in named)
+
+
+_SETTINGS_BY_FOLDER: dict[Path, dict[Path, tuple[ReleaseResourceSettings, int]]] = {}
+"""Per defs folder (a project), each product folder this process loaded: its resource settings and
+its defs.yaml's modification time (an entry whose file changed since is stale)."""
+
+
+def check_shared_settings(defs_folder: Path, folder: Path, settings: ReleaseResourceSettings) -> None:
+    """Products of one code location share one set of release resources (their jobs and sensors
+    use the same `release_*` keys). Two products that set them differently would fail the merge
+    with Dagster's "different resources with same key", which names neither defs.yaml: name both."""
+    products = _SETTINGS_BY_FOLDER.setdefault(defs_folder, {})
+    products[folder] = (settings, _modified(folder / "defs.yaml"))
+    for other, (theirs, modified) in products.items():
+        if other != folder and theirs != settings and _modified(other / "defs.yaml") == modified:
+            differ = ", ".join(f.name for f in fields(settings) if getattr(settings, f.name) != getattr(theirs, f.name))
+            raise ComponentAttributeError(
+                f"{folder / 'defs.yaml'}: attributes.resources: {differ} differ from {other / 'defs.yaml'}; the "
+                "products of one code location share one ledger, platform home and metrics source (the release_* "
+                "resources): give both the same resources, or put them in separate code locations")
+
+
+def _modified(path: Path) -> int:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return -1  # gone: never equal to a recorded time of a file that existed
 
 
 @cache
