@@ -25,9 +25,11 @@ pure plan's cost once the cursor holds 10, 60 and 120 points. `--profile TOP` ad
 one more tick of all N. `--ab` compares the scrape's parsers in one run: after the first tick,
 ticks alternate prometheus_client's general parser (A, the code before "Issue 19, P5 again") and
 the strict one (B) in ABBA order, so a load that drifts or a series that grows favours neither;
-the summary is then B's.
+the summary is then B's. `--shards K` splits the products over K processes, one code location
+each (how a deployment spreads sensors over cores: a code server is one process), ticked
+together: the wall time per tick is until the last shard is done, the CPU is all shards'.
 
-    python -m benchmarks.sensor_tick [--quick] [--releases N] [--profile TOP] [--ab]   (N = 1000; --quick: 3 ticks, else 10)
+    python -m benchmarks.sensor_tick [--quick] [--releases N] [--profile TOP] [--ab] [--shards K]   (N = 1000; --quick: 3 ticks, else 10)
 """
 
 from __future__ import annotations
@@ -145,7 +147,7 @@ def serve(port_file: str, count: int) -> None:
 # ------------------------------------------------------------------ the fixture
 
 
-def prepare(root: Path, products: int, ports: list[int]) -> list[str]:
+def prepare(root: Path, products: int, ports: list[int], shards: int = 1) -> list[str]:
     """Manifests, platform state and canary releases of `products` products."""
     import psutil
 
@@ -157,8 +159,8 @@ def prepare(root: Path, products: int, ports: list[int]) -> list[str]:
     names = [f"p{i:03d}" for i in range(products)]
     me = {"pid": os.getpid(), "started": psutil.Process().create_time(), "log": ""}
     ledger = Ledger(settings.ledger_url())
-    for name, port in zip(names, ports):
-        folder = root / "manifests" / name
+    for index, (name, port) in enumerate(zip(names, ports)):
+        folder = root / "manifests" / f"shard{index % shards}" / name
         folder.mkdir(parents=True)
         (folder / "release.yaml").write_text(MANIFEST.format(product=name))
         with StateFile(settings.platform_state_dir(name) / "platform.json").update() as doc:
@@ -185,6 +187,9 @@ def main() -> None:
     parser.add_argument("--ab", action="store_true",
                         help="after the first tick, alternate the scrape's parser in ABBA order: A = prometheus_client's "
                              "(before issue 19 P5 again), B = router_metrics' strict one (ticks: 1 + 4, or 1 + 8 without --quick)")
+    parser.add_argument("--shards", type=int, default=1,
+                        help="split the products over this many processes, ticked together (default 1: "
+                             "one process, with the split, the breakdown and --profile)")
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     parser.add_argument("--routers", type=int, default=100, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -217,14 +222,18 @@ def main() -> None:
                     raise SystemExit("metrics server did not start")
                 time.sleep(0.05)
             ports = [int(p) for p in port_file.read_text().split()]
-            per_tick, breakdown, outcome, build_s = run_ticks(root, products, ticks, ports, args.profile, args.ab)
+            if args.shards > 1:
+                per_tick, outcome, build_s = run_sharded(root, products, ticks, ports, args.shards)
+                breakdown = None
+            else:
+                per_tick, breakdown, outcome, build_s = run_ticks(root, products, ticks, ports, args.profile, args.ab)
         finally:
             server.terminate()
             server.wait()
             for key, value in saved.items():
                 os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
     per_tick, per_tick_cpu = per_tick
-    split, breakdown, by_parser = breakdown
+    split, breakdown, by_parser = breakdown or ({}, {}, None)
     first, rest = per_tick[0], per_tick[1:]
     steady, steady_cpu = median(rest), median(per_tick_cpu[1:])
     if by_parser:  # the summary is the strict parser's
@@ -234,12 +243,13 @@ def main() -> None:
             [f"ticks 2-{ticks}: p90", f"{percentile(rest, 90):.1f}", ""],
             [f"tick {ticks} (series of {ticks} points)", f"{per_tick[-1]:.1f}", f"{per_tick_cpu[-1]:.1f}"]]
     print(table(["tick of all sensors", "ms per release (wall)", "ms per release (CPU)"], rows))
-    print()
-    print(table([f"tick {ticks + 1} of all sensors, split", "ms per release (wall)", "ms per release (CPU)"],
-                [[k, f"{w:.2f}", f"{c:.2f}"] for k, (w, c) in split.items()]))
-    print()
-    print(table(["one release's reads (20 repeats each)", "ms wall", "ms CPU"],
-                [[k, f"{w:.2f}", f"{c:.2f}"] for k, (w, c) in breakdown.items()]))
+    if split:
+        print()
+        print(table([f"tick {ticks + 1} of all sensors, split", "ms per release (wall)", "ms per release (CPU)"],
+                    [[k, f"{w:.2f}", f"{c:.2f}"] for k, (w, c) in split.items()]))
+        print()
+        print(table(["one release's reads (20 repeats each)", "ms wall", "ms CPU"],
+                    [[k, f"{w:.2f}", f"{c:.2f}"] for k, (w, c) in breakdown.items()]))
     if by_parser:
         print()
         print(table(["ticks 2-" + str(ticks) + ", ABBA", "ticks", "median ms per release (wall)", "(CPU)"],
@@ -248,30 +258,30 @@ def main() -> None:
                      for key, label in (("A", "A: prometheus_client's parser"), ("B", "B: strict parser"))]))
     print(f"\nsensor results on the last tick: {outcome}")
     worst = max(first, steady)
-    print(f"\nsummary: {steady:.1f} ms per release per tick ({steady_cpu:.1f} CPU), {steady * products / 1000:.1f} s per tick of {products} "
+    shards = f" over {args.shards} processes" if args.shards > 1 else ""
+    print(f"\nsummary: {steady:.1f} ms per release per tick ({steady_cpu:.1f} CPU){shards}, {steady * products / 1000:.1f} s per tick of {products} "
           f"(first tick {first:.1f} ms; goal <= {GOAL_MS:.0f} ms: {verdict(worst <= GOAL_MS)}; code location of "
           f"{products} products built in {build_s:.0f} s) ({time.monotonic() - started:.0f} s)")
 
 
-def run_ticks(root: Path, products: int, ticks: int, ports: list[int], profile_top: int = 0, ab: bool = False):
+def sensor_ticker(location: Path):
+    """(product names, tick): `tick()` evaluates every canary sensor of the products under
+    `location` once, each with the cursor its last evaluation stored (as the daemon does)."""
     from collections import Counter
 
     from dagster import DagsterInstance, build_sensor_context
 
     from release_pipelines.orchestration.definitions import build_definitions
 
-    names = prepare(root, products, ports)
-    build_start = time.perf_counter()
-    defs = build_definitions(root / "manifests")
-    build_s = time.perf_counter() - build_start
+    defs = build_definitions(location)
+    names = sorted(job.name.removesuffix("_canary") for job in defs.sensors if job.name.endswith("_canary"))
     instance = DagsterInstance.get()
     sensors = {n: defs.resolve_sensor_def(f"{n}_canary") for n in names}
     resources = {n: required_resources(defs, sensor) for n, sensor in sensors.items()}
     cursors: dict[str, str | None] = dict.fromkeys(names)
     outcome: Counter = Counter()
 
-    def tick() -> None:
-        """Every sensor once, each with the cursor its last evaluation stored (as the daemon does)."""
+    def tick() -> Counter:
         outcome.clear()
         for name in names:
             ctx = build_sensor_context(instance=instance, cursor=cursors[name], resources=resources[name],
@@ -279,6 +289,17 @@ def run_ticks(root: Path, products: int, ticks: int, ports: list[int], profile_t
             result = sensors[name].evaluate_tick(ctx)
             cursors[name] = result.cursor
             outcome["run requested" if result.run_requests else "skipped"] += 1
+        return outcome
+
+    return names, tick, instance
+
+
+def run_ticks(root: Path, products: int, ticks: int, ports: list[int], profile_top: int = 0, ab: bool = False):
+    names = prepare(root, products, ports)
+    build_start = time.perf_counter()
+    _names, tick, instance = sensor_ticker(root / "manifests")
+    build_s = time.perf_counter() - build_start
+    outcome: dict = {}
 
     per_tick: list[float] = []
     per_tick_cpu: list[float] = []  # this process only (the routers' server is another)
@@ -288,20 +309,70 @@ def run_ticks(root: Path, products: int, ticks: int, ports: list[int], profile_t
         router_metrics.parse_router_metrics = PARSERS[parser]
         start, cpu = time.perf_counter(), time.process_time()
         try:
-            tick()
+            outcome = dict(tick())
         finally:
             router_metrics.parse_router_metrics = PARSERS["B"]
         per_tick.append((time.perf_counter() - start) / len(names) * 1000)
         per_tick_cpu.append((time.process_time() - cpu) / len(names) * 1000)
         if ab and number:
             by_parser[parser].append((per_tick[-1], per_tick_cpu[-1]))
-    last_outcome = dict(outcome)
+    last_outcome = outcome
     split = _split(tick, len(names))
     breakdown = _breakdown(names[0])
     if profile_top:
         _profile(tick, len(names), profile_top)
     instance.dispose()
     return (per_tick, per_tick_cpu), (split, breakdown, by_parser if ab else None), last_outcome, build_s
+
+
+def _shard(location: str, ticks: int, barrier, results) -> None:
+    """One shard (a code location of its own, as a code server is): build its sensors, then run
+    each tick between two barriers so every shard's tick starts together and the lead times all."""
+    _names, tick, instance = sensor_ticker(Path(location))
+    cpu_per_tick, outcome = [], {}
+    for _ in range(ticks):
+        barrier.wait()
+        cpu = time.process_time()
+        outcome = dict(tick())
+        cpu_per_tick.append(time.process_time() - cpu)
+        barrier.wait()
+    results.put((cpu_per_tick, outcome))
+    instance.dispose()
+
+
+def run_sharded(root: Path, products: int, ticks: int, ports: list[int], shards: int):
+    """The products split over `shards` processes (one code location each, the daemon evaluating
+    them in parallel with `sensors: use_threads`): per tick, the wall time until every shard is done."""
+    import multiprocessing
+
+    from dagster import DagsterInstance
+
+    prepare(root, products, ports, shards)
+    DagsterInstance.get().dispose()  # its storage created once, not by every shard at the same moment
+    spawn = multiprocessing.get_context("spawn")
+    barrier, results = spawn.Barrier(shards + 1, timeout=600), spawn.Queue()  # a shard that dies breaks it
+    build_start = time.perf_counter()
+    workers = [spawn.Process(target=_shard, args=(str(root / "manifests" / f"shard{i}"), ticks, barrier, results))
+               for i in range(shards)]
+    for worker in workers:
+        worker.start()
+    per_tick = []
+    for number in range(ticks):
+        barrier.wait()
+        if number == 0:
+            build_s = time.perf_counter() - build_start
+        start = time.perf_counter()
+        barrier.wait()
+        per_tick.append((time.perf_counter() - start) / products * 1000)
+    shard_results = [results.get(timeout=600) for _ in workers]
+    for worker in workers:
+        worker.join()
+    per_tick_cpu = [sum(cpu[t] for cpu, _ in shard_results) / products * 1000 for t in range(ticks)]
+    outcome: dict[str, int] = defaultdict(int)
+    for _cpu, shard_outcome in shard_results:
+        for key, count in shard_outcome.items():
+            outcome[key] += count
+    return (per_tick, per_tick_cpu), dict(outcome), build_s
 
 
 def parse_with_prometheus_client(text: str, cohort: str | None = None,
@@ -408,7 +479,7 @@ def _breakdown(name: str) -> dict[str, tuple[float, float]]:
     from release_pipelines.resources.router_metrics import client_for, parse_router_metrics
     from release_pipelines.steps.canary_reads import read_tick
 
-    product = load_product(Path(os.environ["RELEASE_HOME"]).parent / "manifests" / name / "release.yaml")
+    product = load_product(next((Path(os.environ["RELEASE_HOME"]).parent / "manifests").glob(f"*/{name}/release.yaml")))
     book = LedgerResource().open()
     platform = PlatformResource().for_product(product)
     provider = MetricsResource().provider(platform)
