@@ -188,6 +188,12 @@ def test_clear_errors_for_broken_projects(tmp_path: Path, postgres_url: str) -> 
     assert "env.py:1" in failed.stderr and "ModuleNotFoundError" in failed.stderr
     assert "install its package" in failed.stderr
 
+    (root / "alembic" / "env.py").write_text("import os\ndef broken(:\n    pass\n")
+    syntax = release("upgrade", "--script-location", str(root / "alembic"), "--url", postgres_url,
+                     "--target", "head", check=1)
+    assert "SyntaxError" in syntax.stderr and "env.py, line 2" in syntax.stderr
+    assert "Traceback" not in syntax.stderr
+
     (root / "alembic" / "env.py").unlink()
     missing = release("lint", "--script-location", str(root / "alembic"), check=2)
     assert "has no env.py" in missing.stderr
