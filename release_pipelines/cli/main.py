@@ -35,6 +35,7 @@ COMMANDS = {
     "promote-env": "environments:promote_env",
     "approve-env": "environments:approve_env",
     "environments": "environments:environments",
+    "stop": "platform:stop_command",
 }
 
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from click.testing import CliRunner
 
+from release_pipelines.cli.main import main
 from release_pipelines.core.states import ReleaseState
 from tests.release_harness import (
+    EXAMPLE,
     processes_under,
     promote_config,
     release_config,
@@ -181,3 +184,18 @@ def test_kill_9_of_the_release_run_then_rollback_restores_stable(installed) -> N
     running = {v.version for v in shop.platform.list_versions() if v.alive}
     assert running == {"1.0.0"}
     assert shop.ledger.verify().ok
+
+
+def test_release_stop_refuses_an_active_release_then_stops_every_process(installed) -> None:
+    shop = installed
+    assert shop.run("release", release_config({"catalog": "1.1.0"})).success
+    active = shop.active()
+    refused = CliRunner().invoke(main, ["stop", "shop", "--manifest", str(EXAMPLE)])
+    assert refused.exit_code == 2, refused.output
+    assert f"shop has an active release {active.id} (canary)" in " ".join(refused.output.split())
+    assert processes_under(shop.home)
+    assert shop.run("rollback", rollback_config(active.id)).success
+    stopped = CliRunner().invoke(main, ["stop", "shop", "--manifest", str(EXAMPLE)])
+    assert stopped.exit_code == 0, stopped.output
+    assert "shop: stopped" in stopped.output
+    assert not processes_under(shop.home)
