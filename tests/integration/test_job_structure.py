@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from dagster import Definitions
 
 from release_pipelines.orchestration.definitions import build_definitions
@@ -87,6 +88,7 @@ print(sorted(steps), LedgerResource().open().get(release_id).state.value)
 """
 
 
+@pytest.mark.slow  # a fresh interpreter runs the job: about a minute
 def test_release_job_runs_its_steps_from_the_forkserver(tmp_path) -> None:
     """A real multiprocess run of the release job, reconstructed from the code location module as a
     run worker does (in a fresh interpreter, so no forkserver of another test is reused)."""
@@ -98,7 +100,7 @@ def test_release_job_runs_its_steps_from_the_forkserver(tmp_path) -> None:
     env = {**os.environ, "RELEASE_MANIFESTS": str(manifest), "RELEASE_HOME": str(tmp_path / "home"),
            "DAGSTER_HOME": str(tmp_path / "dagster")}
     env.pop("RELEASE_LEDGER_URL", None)
-    result = subprocess.run([sys.executable, "-c", RUN, str(ROOT)], capture_output=True, text=True, env=env,
+    result = subprocess.run([sys.executable, "-c", RUN, str(ROOT)], check=False, capture_output=True, text=True, env=env,
                             cwd=ROOT, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
     # first installs only: the release completes at the first traffic step
