@@ -9,6 +9,7 @@ import dataclasses
 import json
 import logging
 import shutil
+import textwrap
 import threading
 import typing
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -186,33 +187,22 @@ def test_nothing_is_sent_when_openlineage_is_not_configured(product, tmp_path, r
     assert events == []
 
 
-def replace_later_revisions(product, source: str | None = None) -> None:
-    """Keep revision 0001 and put `source` (revision 0002_next) after it."""
+def replace_later_revisions(product, upgrade: str = "", downgrade: str = "pass") -> None:
+    """Keep revision 0001 and, given an `upgrade` body, put revision 0002_next (expand) after it."""
     versions = product.directory / "migrations" / "versions"
     for name in ("0002_total.py", "0003_expand.py", "0004_contract.py"):
         (versions / name).unlink(missing_ok=True)
-    if source:
-        (versions / "0002_next.py").write_text(source)
+    if upgrade:
+        (versions / "0002_next.py").write_text(
+            'from alembic import op\n\nrevision = "0002_next"\ndown_revision = "0001_orders"\nphase = "expand"\n\n\n'
+            f"def upgrade() -> None:\n{textwrap.indent(upgrade, '    ')}\n\n\n"
+            f"def downgrade() -> None:\n{textwrap.indent(downgrade, '    ')}\n")
 
 
 def test_a_failing_migration_sends_fail_with_the_error_under_the_release(product, tmp_path, receiver, monkeypatch):
     url, events = receiver
     monkeypatch.setenv("OPENLINEAGE_URL", url)
-    replace_later_revisions(product, '''
-from alembic import op
-
-revision = "0002_next"
-down_revision = "0001_orders"
-phase = "expand"
-
-
-def upgrade() -> None:
-    op.execute("ALTER TABLE orders ADD COLUMN broken no_such_type")
-
-
-def downgrade() -> None:
-    pass
-''')
+    replace_later_revisions(product, 'op.execute("ALTER TABLE orders ADD COLUMN broken no_such_type")')
     ctx = context(product, tmp_path)
     with pytest.raises(Exception, match="no_such_type"):
         migrate_steps.expand(ctx, "app_db")
@@ -233,23 +223,12 @@ def test_renames_parsed_from_the_statements_are_lineage_and_a_renamed_table_keep
     replace_later_revisions(product)
     assert migrate_steps.expand(ctx, "app_db").to_revision == "0001_orders"  # the tables exist, then:
     monkeypatch.setenv("OPENLINEAGE_URL", url)
-    replace_later_revisions(product, '''
-from alembic import op
-
-revision = "0002_next"
-down_revision = "0001_orders"
-phase = "expand"
-
-
-def upgrade() -> None:
-    op.alter_column("orders", "email", new_column_name="contact_email")
-    op.rename_table("invoices_summary", "invoice_totals")
-
-
-def downgrade() -> None:
-    op.rename_table("invoice_totals", "invoices_summary")
-    op.alter_column("orders", "contact_email", new_column_name="email")
-''')
+    replace_later_revisions(
+        product,
+        upgrade='op.alter_column("orders", "email", new_column_name="contact_email")\n'
+                'op.rename_table("invoices_summary", "invoice_totals")',
+        downgrade='op.rename_table("invoice_totals", "invoices_summary")\n'
+                  'op.alter_column("orders", "contact_email", new_column_name="email")')
     outcome = migrate_steps.expand(ctx, "app_db")
     orders, diff = changes_of(outcome, "orders")
     assert ("column_renamed", "email", "breaking", "0002_next") in diff
