@@ -48,6 +48,7 @@ from release_pipelines.steps.context import StepContext
 
 HISTORY_RELEASES = 50  # how far back a column's last change is looked up
 
+
 @dataclass(frozen=True)
 class TableChange:
     """What a migration step did to one table, declared in the manifest or discovered."""
