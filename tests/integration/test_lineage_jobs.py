@@ -11,7 +11,7 @@ valid against the spec's schemas."""
 from __future__ import annotations
 
 import pytest
-from dagster import AssetKey, DagsterEventType, EventRecordsFilter
+from dagster import AssetKey, DagsterEventType
 
 from release_pipelines.resources.openlineage import release_run_id
 from tests.integration.test_lineage import receiver, spec_problems  # noqa: F401 - the receiver fixture
@@ -135,8 +135,7 @@ def test_a_release_through_the_jobs_leaves_its_lineage_in_the_instance(staged, r
     assert kinds.index("schema:impact") < kinds.index("state:contracting")
 
     # the release record a data team reads
-    records = instance.get_event_records(EventRecordsFilter(DagsterEventType.ASSET_MATERIALIZATION,
-                                                            asset_key=AssetKey(["releases", "ledgerly"])))
+    records = instance.fetch_materializations(AssetKey(["releases", "ledgerly"]), limit=100).records
     summary = next(r.asset_materialization.metadata["data_summary"].value for r in records
                    if r.asset_materialization.metadata["release_id"].value == ran.release)
     assert "## What this release did to the data" in summary
