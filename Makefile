@@ -19,8 +19,8 @@ demo: $(STAMP)
 ## on TEST_WORKERS pytest-xdist workers. All tests of a file run on one worker (--dist loadfile:
 ## module-scoped servers start once, the fault matrix's cells and the production-mode tests keep
 ## their order; loadgroup's xdist_group is ignored under pytest 9.2 with xdist 3.8). Two workers per
-## core: the suite waits on servers, sensors and live traffic more than it computes, and files
-## with `slow` tests start first. The slowest tests and the wall time are printed at the end.
+## core: the suite waits on servers, sensors and live traffic more than it computes. The slowest
+## tests and the wall time are printed at the end.
 TEST_WORKERS ?= $(shell echo $$(( $$(nproc) * 2 )))
 test: $(STAMP)
 	$(BIN)/python -m tests.setup_services

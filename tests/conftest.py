@@ -61,20 +61,12 @@ def no_dagster_instance_context_from_an_earlier_test() -> Iterator[None]:
         yield
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """`slow` tests get the longer time limit unless they set their own, and files with a slow test
-    run first, the longest first (`slow(minutes=N)`, the file's rough wall time on 4 workers): xdist
-    (--dist loadfile) hands out files in this order, so the longest ones start at once instead of
-    one of them starting last and running alone at the end."""
-    minutes: dict[object, float] = {}
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """`slow` tests get the longer time limit unless they set their own. (The order files run in
+    is xdist's: --dist loadfile hands out files by number of tests, most first.)"""
     for item in items:
-        slow = item.get_closest_marker("slow")
-        if slow is None:
-            continue
-        if not item.get_closest_marker("timeout"):
+        if item.get_closest_marker("slow") and not item.get_closest_marker("timeout"):
             item.add_marker(pytest.mark.timeout(SLOW_TEST_TIMEOUT))
-        minutes[item.path] = max(minutes.get(item.path, 0.0), float(slow.kwargs.get("minutes", 1)))
-    items.sort(key=lambda item: -minutes.get(item.path, 0.0))  # stable: a file's tests keep their order
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:

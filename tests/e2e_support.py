@@ -201,21 +201,23 @@ def _loadgen():
 
 
 class BackgroundLoad:
-    """Steady traffic through every service's router on a thread until stopped.
+    """Steady traffic through every service's router on a thread until stopped, at most `rate`
+    requests per second per service: unpaced, the load generator, the routers and the services
+    took both cores for the whole of a test and slowed every other test of the suite.
 
     Endpoints are re-read from the platform state each burst (routers stay, versions behind them
     change). Counts per service and version are kept, plus the time each version was first seen.
     """
 
-    def __init__(self, release_home: Path, manifest: Path = EXAMPLE_MANIFEST, burst: int = 200,
-                 concurrency: int = 16):
+    def __init__(self, release_home: Path, manifest: Path = EXAMPLE_MANIFEST, burst: int = 100,
+                 concurrency: int = 8, rate: float = 100.0):
         from release_pipelines.resources.local_platform import LocalPlatform
         from release_pipelines.resources.manifest_files import load_product
 
         self.product = load_product(manifest)
         self.platform = LocalPlatform(self.product.manifest, self.product.directory,
                                       release_home / "platform" / self.product.name)
-        self.burst, self.concurrency = burst, concurrency
+        self.burst, self.concurrency, self.rate = burst, concurrency, rate
         self.loadgen = _loadgen()
         self.requests: Counter[tuple[str, str]] = Counter()
         self.errors: Counter[tuple[str, str]] = Counter()
@@ -234,7 +236,7 @@ class BackgroundLoad:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            sent = 0
+            started, sent = time.monotonic(), 0
             for service in self.product.manifest.services:
                 try:
                     endpoint = self.platform.status(service.name).endpoint
@@ -255,8 +257,7 @@ class BackgroundLoad:
                     if key not in self.first_seen:
                         self.first_seen[key], self.first_seen_wall[key] = now, time.time()
                 sent += result.sent
-            if not sent:
-                self._stop.wait(0.5)
+            self._stop.wait(max(0.0, self.burst / self.rate - (time.monotonic() - started)) if sent else 0.5)
 
 
 def skip_dagster_welcome(page) -> None:

@@ -26,7 +26,7 @@ import pytest
 
 from tests.e2e_support import build_wheel, fresh_venv
 
-pytestmark = [pytest.mark.slow(minutes=3), pytest.mark.xdist_group("dg_project")]  # one project for the module
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("dg_project")]  # one project for the module
 
 PRODUCT_TYPE = "release_pipelines.ReleaseProductComponent"
 

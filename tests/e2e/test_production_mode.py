@@ -39,7 +39,7 @@ from tests.e2e_support import (
     write_instance,
 )
 
-pytestmark = [pytest.mark.slow(minutes=6), pytest.mark.postgres]
+pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
 LOCATION = "release_pipelines"
 FIRST = {"catalog": "1.0.0", "orders": "1.0.0", "frontend": "1.0.0"}

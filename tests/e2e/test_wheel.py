@@ -18,7 +18,7 @@ import pytest
 
 from tests.e2e_support import build_wheel, fresh_venv
 
-pytestmark = pytest.mark.slow(minutes=2)  # a minute or more in all: its file starts first (tests/conftest.py)
+pytestmark = pytest.mark.slow  # a minute or more in all: the longer time limit (tests/conftest.py)
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -17,7 +17,7 @@ from tests.release_harness import (
     shop_environment,
 )
 
-pytestmark = pytest.mark.slow  # a minute or more in all: its file starts first (tests/conftest.py)
+pytestmark = pytest.mark.slow  # a minute or more in all: the longer time limit (tests/conftest.py)
 
 ROOT = Path(__file__).resolve().parents[2]
 FIRST = {"catalog": "1.0.0", "orders": "1.0.0", "frontend": "1.0.0"}

@@ -24,7 +24,7 @@ from release_pipelines.resources.migrations import MigrationRunner, load_revisio
 from tests.pg import scalar
 from tests.scratch_databases import left_behind, scratch_databases
 
-pytestmark = pytest.mark.slow  # a minute or more in all: its file starts first (tests/conftest.py)
+pytestmark = pytest.mark.slow  # a minute or more in all: the longer time limit (tests/conftest.py)
 
 RELEASE = str(Path(sys.executable).parent / "release")
 ALEMBIC = str(Path(sys.executable).parent / "alembic")

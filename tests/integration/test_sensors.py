@@ -7,7 +7,7 @@ from dagster import DagsterEventType, build_run_status_sensor_context
 
 from tests.release_harness import processes_under, release_config, send_load, shop_environment
 
-pytestmark = pytest.mark.slow  # a minute or more in all: its file starts first (tests/conftest.py)
+pytestmark = pytest.mark.slow  # a minute or more in all: the longer time limit (tests/conftest.py)
 
 FIRST = {"catalog": "1.0.0", "orders": "1.0.0", "frontend": "1.0.0"}
 

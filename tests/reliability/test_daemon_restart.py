@@ -29,7 +29,7 @@ from tests.e2e_support import (
     write_instance,
 )
 
-pytestmark = [pytest.mark.slow(minutes=2), pytest.mark.postgres]
+pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
 FIRST = {"catalog": "1.0.0", "orders": "1.0.0", "frontend": "1.0.0"}
 GOOD = {"catalog": "1.1.0", "orders": "1.1.0"}

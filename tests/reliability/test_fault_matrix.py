@@ -47,7 +47,7 @@ from tests.reliability.faults import (
     wait_for,
 )
 
-pytestmark = [pytest.mark.postgres, pytest.mark.slow(minutes=3)]
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 KILL, PG, METRICS, CRASH = ("kill -9 of the run", "PostgreSQL restart", "metrics backend unreachable",
                             "service process crash")
