@@ -14,9 +14,16 @@ Latency: raw samples, 10 per side per look, up to `--looks` looks, log-normal (m
 sigma 0.5), the canary multiplied by the factor. This judge runs on the raw samples and on the
 same samples binned into the router's histogram buckets; Kayenta's rule is fed every raw sample
 (not per-look p95s); Flagger checks each look's p99 against 500 ms (5 failed checks). Oracle: the
-one-sided z-test on log latencies with sigma known.
+one-sided z-test on log latencies with sigma known. The anytime limit, two ways, on the judge's
+own pairs, stopped at 1/alpha with no tolerance check: "best bet, effect known" is the fixed bet
+prod (1 + lambda d) on the judge's pair scores with the lambda that grows fastest on this
+scenario's scores (chosen knowing the effect: what the judge's mixture pays for not knowing it);
+"LR, shift known" is the likelihood ratio of the log-normal shift (sigma known) on each pair's log
+difference, the parametric limit that no test on ranks can beat.
 
-    python -m benchmarks.judge_quality [--quick]
+    python -m benchmarks.judge_quality [--quick] [--only errors|latency] [--seed N]
+
+`--seed N` (default 0: the benchmark's own streams) draws other streams of the same kind.
 """
 
 from __future__ import annotations
@@ -117,12 +124,35 @@ def shifts(p50: np.ndarray, p95: np.ndarray) -> np.ndarray:
     return np.maximum(p50, p95)
 
 
-def raw_canary(base: np.ndarray, can: np.ndarray, looks: int, alpha: float, tolerances) -> dict:
+def raw_canary(base: np.ndarray, can: np.ndarray, looks: int, alpha: float, tolerances) -> tuple[dict, np.ndarray]:
+    """FAIL per look for each tolerance, and the pair scores (for the anytime-limit rows)."""
     ends = np.arange(1, looks + 1) * PER_LOOK
-    log_e = np.maximum.accumulate(log_e_values(*pair_scores(np.split(base, looks), np.split(can, looks))))
+    scores, score_ends = pair_scores(np.split(base, looks), np.split(can, looks))
+    log_e = np.maximum.accumulate(log_e_values(scores, score_ends))
     ratio = shifts(*(np.array([np.quantile(can[:e], q) / np.quantile(base[:e], q) for e in ends])
                      for q in (0.5, 0.95)))
-    return {tol: (log_e >= math.log(1 / alpha)) & (ratio > tol) for tol in tolerances}
+    return {tol: (log_e >= math.log(1 / alpha)) & (ratio > tol) for tol in tolerances}, scores
+
+
+def anytime_limits(scores: np.ndarray, base: np.ndarray, can: np.ndarray, factor: float, looks: int,
+                   alpha: float) -> dict:
+    """FAIL per look (canaries, looks) of the two anytime limits, arrays (canaries, pairs).
+
+    The bet's lambda maximises the mean log growth over all canaries' scores of the scenario
+    (the population optimum, to the grid's 0.01). The likelihood ratio of a log-normal shift
+    delta with sigma known, per pair z = log canary - log baseline ~ N(delta, 2 sigma^2), grows by
+    delta z / (2 sigma^2) - delta^2 / (4 sigma^2).
+    """
+    at = np.arange(1, looks + 1) * PER_LOOK - 1
+    grid = np.linspace(0.01, 0.99, 99)
+    best = grid[np.argmax([np.log1p(lam * scores).mean() for lam in grid])]
+    bet = np.cumsum(np.log1p(best * scores), axis=1)[:, at]
+    delta = math.log(factor)
+    z = np.log(can) - np.log(base)
+    ratio = np.cumsum(delta * z / (2 * SIGMA**2) - delta**2 / (4 * SIGMA**2), axis=1)[:, at]
+    threshold = math.log(1 / alpha)
+    return {f"anytime limit: best bet (lambda {best:.2f})": bet >= threshold,
+            "anytime limit: LR, shift known": ratio >= threshold}
 
 
 def histogram_canary(base: np.ndarray, can: np.ndarray, looks: int, alpha: float, tolerances) -> dict:
@@ -156,19 +186,27 @@ def latency_scenario(rng: np.random.Generator, factor: float, canaries: int, loo
     samples = np.tile(np.arange(1, looks + 1) * PER_LOOK, (canaries, 1))
     raw = {tol: [] for tol in tolerances}
     binned = {tol: [] for tol in tolerances}
-    kayenta, flagger = [], []
+    kayenta, flagger, scores, streams = [], [], [], []
     for _ in range(canaries):
         base = rng.lognormal(math.log(100), SIGMA, total)
         can = factor * rng.lognormal(math.log(100), SIGMA, total)
-        for store, judge in ((raw, raw_canary), (binned, histogram_canary)):
-            for tol, fails in judge(base, can, looks, alpha, tolerances).items():
-                store[tol].append(fails)
+        fails, pair = raw_canary(base, can, looks, alpha, tolerances)
+        for tol, fail in fails.items():
+            raw[tol].append(fail)
+        for tol, fail in histogram_canary(base, can, looks, alpha, tolerances).items():
+            binned[tol].append(fail)
+        scores.append(pair)
+        streams.append((base, can))
         kayenta.append(kayenta_first_fail(base, can, looks))
         flagger.append(np.quantile(can.reshape(looks, PER_LOOK), 0.99, axis=1) > FLAGGER_MAX_P99_MS)
     out = {f"this judge, samples, tol {tol:g}": first_fail(np.array(raw[tol]), samples) for tol in tolerances}
     out |= {f"this judge, histograms, tol {tol:g}": first_fail(np.array(binned[tol]), samples) for tol in tolerances}
     out["Kayenta MW, samples"] = np.array(kayenta)
     out["Flagger p99"] = first_fail(flagger_fails(np.array(flagger)), samples)
+    if factor > 1:
+        base, can = (np.array(side) for side in zip(*streams))
+        out |= {name: first_fail(fails, samples)
+                for name, fails in anytime_limits(np.array(scores), base, can, factor, looks, alpha).items()}
     return out
 
 
@@ -183,16 +221,19 @@ def print_rows(title: str, results: dict, oracle: tuple[float, float] | None) ->
     print(f"\n{title}")
     for judge, first in results.items():
         failed, p50, p80 = summary(first)
-        print(f"  {judge:<34} failed {failed:6.1%}   median {fmt(p50):>7}   80th pct {fmt(p80):>7}")
+        print(f"  {judge:<40} failed {failed:6.1%}   median {fmt(p50):>7}   80th pct {fmt(p80):>7}")
     if oracle:
-        print(f"  {'oracle (fixed n, effect known)':<34} n for 50 % power {fmt(oracle[0]):>7}   "
+        print(f"  {'oracle (fixed n, effect known)':<40} n for 50 % power {fmt(oracle[0]):>7}   "
               f"80 % power {fmt(oracle[1]):>7}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer canaries and looks")
+    parser.add_argument("--only", choices=("errors", "latency"), help="run one kind of rows")
+    parser.add_argument("--seed", type=int, default=0, help="other streams of the same kind (0: the benchmark's own)")
     args = parser.parse_args()
+    offset = [args.seed] if args.seed else []
     canaries, ticks, looks = (60, 150, 60) if args.quick else (200, 300, 100)
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"Python {platform.python_version()}, load average {os.getloadavg()[0]:.1f}")
@@ -200,15 +241,15 @@ def main() -> None:
           f"{looks} looks of {PER_LOOK} samples per side. Columns: share of canaries failed, median and "
           "80th percentile of canary samples (requests) at the first FAIL ('-': not reached)")
     started = time.perf_counter()
-    for alpha in (0.01, 0.05):
+    for alpha in (0.01, 0.05) if args.only != "latency" else ():
         for factor in (1.0, 1.5, 2.0, 5.0):
-            rng = np.random.default_rng([1, int(factor * 100), int(alpha * 1000)])
+            rng = np.random.default_rng([1, int(factor * 100), int(alpha * 1000), *offset])
             oracle = (error_oracle(factor, alpha, 0.5), error_oracle(factor, alpha, 0.8)) if factor > 1 else None
             print_rows(f"errors x{factor:g} at {BASE_ERROR_RATE:.1%}, alpha {alpha}",
                        error_scenario(rng, factor, canaries, ticks, alpha), oracle)
-    for alpha, factors in ((0.01, (1.0, 1.1, 1.5, 2.0)), (0.05, (1.0,))):
+    for alpha, factors in ((0.01, (1.0, 1.1, 1.5, 2.0)), (0.05, (1.0,))) if args.only != "errors" else ():
         for factor in factors:
-            rng = np.random.default_rng([2, int(factor * 100), int(alpha * 1000)])
+            rng = np.random.default_rng([2, int(factor * 100), int(alpha * 1000), *offset])
             tolerances = (1.05, TOLERANCE) if factor == 1.1 else (TOLERANCE,)
             oracle = (latency_oracle(factor, alpha, 0.5), latency_oracle(factor, alpha, 0.8)) if factor > 1 else None
             print_rows(f"latency x{factor:g}, alpha {alpha}",

@@ -183,3 +183,10 @@ def test_verdict_text_names_effect_and_evidence():
     for words in ("p50 ", "p95 ", "x)", "slower than baseline in", "after 100 canary / 100 baseline samples",
                   "regression beyond 1.1x", "e-value", "1/alpha = 100"):
         assert words in data["reason"]
+
+
+def test_the_e_value_is_the_fixed_mixture_of_two_bets():
+    """Half on lambda 0.3 (growth-optimal near x1.1 at sigma 0.5), half on 0.95; weights fixed in advance."""
+    scores = np.random.default_rng(111).uniform(-0.5, 0.7, 40)
+    wealth = [np.prod(1 + lam * scores[:25]) for lam in (0.3, 0.95)]
+    assert log_e_values(scores, np.array([0, 25, 40]))[:2] == pytest.approx([0.0, math.log(np.mean(wealth))])
