@@ -23,16 +23,20 @@ rows done): each batch is ``UPDATE ... WHERE ctid >= '(a,0)' AND ctid < '(b,0)' 
 an index range scan per batch. The range of blocks is the table's size when the backfill
 starts; rows a batch moves to new pages are not revisited (they are done). Rows the application
 UPDATEs while the backfill runs may move from a block not yet visited to one that will not be:
-so after the range, sweeps over the whole table (reading every page, writing only rows
-`where_sql` still selects) repeat until one finds nothing, at most `max_sweeps`.
+so after the range, ONE sweep, a single ``UPDATE ... WHERE (where_sql)`` over the whole table in
+one transaction (reading every page, writing only the rows left), catches them - including rows
+moved while it runs (see `_final_sweep`). If it cannot get a row lock within the session's
+`lock_timeout`, it is rolled back, the table is swept in short batches, and the single
+statement is tried again (at most `max_sweeps` times).
 Key ranges (`scan="keys"`, and always on SQLite, PostgreSQL < 14, partitioned tables and views,
 or without a `where_sql`): batches of the next keys after the last one done.
 
 Which rows: the range (keys or blocks) is read once, in a REPEATABLE READ snapshot when the
 backfill starts (pgroll's approach), and kept in the progress row across resumes - so the
 backfill finishes however fast rows keep arriving. Rows inserted after the start are not
-visited: the revision must give them the value before the backfill starts (a column DEFAULT,
-or a trigger), or the new release writes the column itself.
+guaranteed to be visited (the final sweep fills those already there when it starts, no later
+ones): the revision must give them the value before the backfill starts (a column DEFAULT, or a
+trigger), or the new release writes the column itself.
 """
 
 from __future__ import annotations
@@ -92,6 +96,9 @@ class BackfillResult:
     duration_s: float
     batch_sizes: tuple[int, ...] = ()
     """The size of each batch in order (how the time-based sizing moved)."""
+    phases_s: tuple[tuple[str, float], ...] = ()
+    """Where the time went: ("start", the snapshot of the range), ("blocks" or "keys", the
+    batches), ("sweep", the final sweep of block ranges)."""
 
 
 @dataclass
@@ -179,7 +186,7 @@ def backfill(
     time (or the lag, up to `max_backoff_s`). `sleep_s` is a fixed pause between batches, `nice_ratio` one in proportion to the
     batch's time (gh-ost's --nice-ratio: 1.0 caps the backfill at half the time). A
     batch that hits a lock timeout is retried smaller, after a pause doubling up to
-    `max_backoff_s`.
+    `max_backoff_s`. `max_sweeps` bounds the attempts of the final one-statement sweep.
     """
     for name in (table, key):
         if not _IDENTIFIER.match(name):
@@ -274,11 +281,30 @@ def backfill(
                     time.sleep(delay)
             return changed_here
 
+        phases = [("start", time.monotonic() - started)]
         fill(unit, last, upper)
-        # Rows the application moved out of the block range while it was being filled.
-        for _ in range(max_sweeps if unit != "keys" else 0):
-            if not fill("sweep", 0, _relation_blocks(conn, table)):
-                break
+        phases.append((unit if unit != "sweep" else "blocks", time.monotonic() - started))
+        if unit != "keys":
+            for attempt in range(max_sweeps):
+                try:
+                    swept = _final_sweep(conn, table, set_sql, where_sql)
+                    break
+                except Exception as exc:
+                    if not is_retryable(exc) or attempt == max_sweeps - 1:
+                        raise BackfillError(
+                            f"backfill {job} of {table}: the final sweep stopped "
+                            f"({rows_done}/{rows_total} rows): {type(exc).__name__}: "
+                            f"{str(exc).splitlines()[0]}. Run it again to resume from there."
+                        ) from exc
+                # A lock it could not get: fill what the sweep would in short transactions, so
+                # the next attempt has (and locks) fewer rows.
+                fill("sweep", 0, _relation_blocks(conn, table))
+            rows_done += swept
+            if swept and progress:
+                progress(rows_done, rows_total)
+            if swept and (reporter := progress_reporter.get()) is not None:
+                reporter(job, rows_done, rows_total)
+            phases.append(("sweep", time.monotonic() - started))
         conn.execute(text(f"DELETE FROM {PROGRESS_TABLE} WHERE job = :job"), {"job": job})
     return BackfillResult(
         job,
@@ -289,6 +315,7 @@ def backfill(
         resumed_after,
         time.monotonic() - started,
         tuple(sizes),
+        tuple((name, end - begin) for (name, end), (_, begin) in zip(phases, [("", 0.0), *phases])),
     )
 
 
@@ -314,6 +341,24 @@ def _choose_unit(conn: Connection, table: str, where_sql: str, scan: str) -> str
             "table and a where_sql that excludes rows done; use scan='keys' or 'auto'"
         )
     return "keys"
+
+
+def _final_sweep(conn: Connection, table: str, set_sql: str, where_sql: str) -> int:
+    """Rows the application moved out of the block range while it was being filled, in ONE
+    statement over the whole table (one transaction, one snapshot): a row the application
+    updates while the sweep runs is followed by READ COMMITTED's recheck (EvalPlanQual) to its
+    newest version wherever that lies, and one moved before is visible to the snapshot - so
+    none escapes, and one sweep is enough. It locks only the rows it changes (few: the moved
+    ones), until it ends; the session's `lock_timeout` applies, its `statement_timeout` not (the
+    statement reads the whole table)."""
+    conn.exec_driver_sql("BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL statement_timeout = 0")
+    try:
+        changed = conn.execute(text(f"UPDATE {table} SET {set_sql} WHERE {where_sql}")).rowcount
+    except BaseException:
+        conn.exec_driver_sql("ROLLBACK")
+        raise
+    conn.exec_driver_sql("COMMIT")
+    return max(0, changed)
 
 
 def _relation_blocks(conn: Connection, table: str) -> int:

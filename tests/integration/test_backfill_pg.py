@@ -262,3 +262,136 @@ def test_lock_waits_between_other_sessions_do_not_slow_the_backfill(postgres_url
         waiter.close()
     assert result.rows_done == ROWS
     assert max(result.batch_sizes) >= 4000, result.batch_sizes  # grew: no back-off for `other`
+
+
+@pytest.mark.postgres
+def test_a_row_moved_while_the_final_sweep_waits_is_filled_by_that_one_sweep(
+    postgres_url: str,
+) -> None:
+    """The final sweep is one statement: a row the old release moves while it runs - here from
+    a block after the one where the sweep waits for a row lock to a block before it - is
+    followed to its new version (EvalPlanQual) instead of being left NULL."""
+    conn = connect(postgres_url, autocommit=True)
+    # Block 0 holds only rows of an aborted transaction: free space for y below that VACUUM
+    # finds whatever old snapshot another session of the server holds.
+    with conn.cursor() as cur:
+        cur.execute("CREATE TABLE items (id bigserial PRIMARY KEY, n int NOT NULL, doubled int)")
+        cur.execute("BEGIN")
+        cur.execute("INSERT INTO items (n) SELECT g FROM generate_series(1, 300) g")
+        cur.execute("ROLLBACK")
+        cur.execute(f"INSERT INTO items (n) SELECT g FROM generate_series(1, {ROWS}) g")
+        cur.execute("ANALYZE items")  # no VACUUM: block 0 is not in the free space map yet
+    conn.close()
+    blocks = scalar(postgres_url, "SELECT pg_relation_size('items') / 8192")
+    x, y = 300 + ROWS // 2, 300 + ROWS // 2 + 1000  # in full blocks the first batches do not reach
+    holder, calls, moved = connect(postgres_url), [], {}
+
+    def move(row: int) -> int:
+        """A non-HOT update by a new session (no cached target block); the new version's block."""
+        conn = connect(postgres_url, autocommit=True)
+        with conn.cursor() as cur:
+            cur.execute("SET lock_timeout = '5s'")
+            cur.execute("UPDATE items SET n = n + 1 WHERE id = %s RETURNING ctid", (row,))
+            block = int(cur.fetchone()[0].strip("()").split(",")[0])
+        conn.close()
+        return block
+
+    def move_out_of_the_range(done: int, total: int) -> None:
+        calls.append(done)  # x after the first batch, y after the third: y lands after x
+        if len(calls) in (1, 3):
+            row = x if len(calls) == 1 else y
+            moved[row] = move(row)
+            assert moved[row] >= blocks
+        if len(calls) == 1:  # the sweep will wait for x
+            holder.cursor().execute("SELECT 1 FROM items WHERE id = %s FOR UPDATE", (x,))
+
+    engine = create_engine(postgres_url)
+    updates: list[str] = []
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def keep_updates(conn, cursor, statement, parameters, context, executemany):
+        if statement.startswith("UPDATE items"):
+            updates.append(statement)
+
+    results: list = []
+    backfilling = threading.Thread(
+        target=lambda: results.append(
+            backfill(
+                engine,
+                table="items",
+                set_sql="doubled = n * 2",
+                where_sql="doubled IS NULL",
+                batch_size=500,
+                progress=move_out_of_the_range,
+            )
+        )
+    )
+    backfilling.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not scalar(  # the sweep waits for x, locked by `holder`
+            postgres_url,
+            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'UPDATE items SET%'"
+            f" AND {holder.get_backend_pid()} = ANY (pg_blocking_pids(pid))",
+        ):
+            assert backfilling.is_alive() and time.monotonic() < deadline
+            time.sleep(0.05)
+        assert moved[x] < moved[y]  # y is ahead of the sweep
+        vacuum = connect(postgres_url, autocommit=True)
+        vacuum.cursor().execute("VACUUM (INDEX_CLEANUP ON) items")  # block 0, in the FSM
+        vacuum.close()
+        assert move(y) == 0  # y moves behind the sweep
+    finally:
+        holder.commit()
+        backfilling.join(30)
+        engine.dispose()
+        holder.close()
+    assert results and len(updates) == 1  # one sweep statement, no batched sweep after it
+    assert scalar(postgres_url, "SELECT count(*) FROM items WHERE doubled IS DISTINCT FROM n * 2") == 0
+
+
+@pytest.mark.postgres
+def test_a_final_sweep_that_cannot_get_a_row_lock_falls_back_to_short_batches_and_retries(
+    postgres_url: str,
+) -> None:
+    """Under the session's lock_timeout the final sweep gives up on a row another session holds
+    (rolled back: it kept no lock on anything), sweeps in short retried batches, then once more
+    as one statement."""
+    make_items(postgres_url)
+    x, holder = ROWS // 2, connect(postgres_url)
+
+    def lock_a_row_out_of_the_range(done: int, total: int) -> None:
+        if not holder.get_transaction_status() and not sweeps:  # after the first batch
+            mover = connect(postgres_url, autocommit=True)
+            mover.cursor().execute("UPDATE items SET n = n + 1 WHERE id = %s", (x,))
+            mover.close()  # moved past the range (non-HOT: the block is full), then locked
+            holder.cursor().execute("SELECT 1 FROM items WHERE id = %s FOR UPDATE", (x,))
+
+    engine = create_engine(postgres_url, connect_args={"options": "-c lock_timeout=100"})
+    sweeps: list[str] = []
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def keep_sweeps(conn, cursor, statement, parameters, context, executemany):
+        if statement.startswith("UPDATE items"):
+            sweeps.append("statement")
+        elif isinstance(parameters, dict) and parameters.get("unit") == "sweep":
+            sweeps.append("batch")
+            if sweeps.count("batch") == 3:  # the batched sweep waits for the row: let it go
+                threading.Timer(0.3, holder.commit).start()
+
+    try:
+        result = backfill(
+            engine,
+            table="items",
+            set_sql="doubled = n * 2",
+            where_sql="doubled IS NULL",
+            batch_size=500,
+            progress=lock_a_row_out_of_the_range,
+        )
+    finally:
+        holder.commit()
+        engine.dispose()
+        holder.close()
+    assert sweeps[0] == "statement" and sweeps[-1] == "statement" and "batch" in sweeps
+    assert result.rows_done >= ROWS
+    assert scalar(postgres_url, "SELECT count(*) FROM items WHERE doubled IS DISTINCT FROM n * 2") == 0
