@@ -202,6 +202,7 @@ class _AutocommitWatch(threading.Thread):
         self.pid = pid
         self.seen: set[tuple[int, str, str]] = set()
         self._done = threading.Event()
+        self._releasing = threading.Lock()  # the watcher and `stop` may both release the snapshot
         self._holder = self.engine.raw_connection()
         self._holder.autocommit = False
         with self._holder.cursor() as cur:  # a snapshot: WaitForOlderSnapshots waits for it
@@ -223,10 +224,11 @@ class _AutocommitWatch(threading.Thread):
             watcher.close()
 
     def _release(self) -> None:
-        if self._holder is not None:
-            self._holder.rollback()
-            self._holder.close()
-            self._holder = None
+        with self._releasing:
+            if self._holder is not None:
+                self._holder.rollback()
+                self._holder.close()
+                self._holder = None
 
     def stop(self) -> set[tuple[int, str, str]]:
         self._done.set()

@@ -86,9 +86,10 @@ def test_first_install_then_canary_share_is_binomial(platform: LocalPlatform) ->
     status = platform.set_weight("catalog", 10)
     assert (status.stable_version, status.canary_version, status.canary_weight) == ("1.0.0", "1.1.0", 10)
 
-    n, p = 2000, 0.10
-    result = _load(f"{status.endpoint}/products", n)
-    assert result.sent == n and result.errors == 0
+    p = 0.10
+    result = _load(f"{status.endpoint}/products", 2000)  # fewer when the machine is slow: 60 s at most
+    n = result.sent
+    assert n >= 500 and result.errors == 0, result
     canary = result.by_version["1.1.0"]
     assert abs(canary - n * p) <= 4.5 * math.sqrt(n * p * (1 - p)), f"canary got {canary} of {n}"
 
