@@ -6,7 +6,11 @@ and emits the observations. Pure: no Dagster, no I/O, so every decision is teste
 
 The metric series lives in the cursor (Dagster stores it durably), keyed by release and step, so
 a restarted daemon carries on judging the same evidence. Run keys are (release, step, decision):
-a decision is acted on once, however many ticks see it. After 100 % the release bakes: the new
+a decision is acted on once, however many ticks see it. A FAIL recorded in the ledger is final:
+later ticks request the same rollback again without judging (a daemon killed between the verdict
+and the run request still rolls back; Dagster launches a run key once). A canary FAIL also sheds
+the release's canaries (`TickPlan.shed`): the sensor sets their weight to 0 at once, so traffic is
+safe at the verdict, not when the rollback run starts. After 100 % the release bakes: the new
 stable versions are judged for the manifest's `bake_seconds` against the reference the last
 canary step left in the cursor (`canary.carry_cursor`); every metric (errors, latency, memory, cpu)
 can request the rollback (run key `<release>:bake:rollback`).
@@ -74,6 +78,7 @@ class TickReads:
     services: Mapping[str, ServiceRead] = field(default_factory=dict)
     contract_pending: tuple[str, ...] = ()  # databases whose contract revisions still wait (baked)
     contract_waiting: str | None = None  # whose contract approval is still missing
+    failed: Mapping[str, str] = field(default_factory=dict)  # rollback run key -> reason of a FAIL already recorded
 
 
 @dataclass(frozen=True)
@@ -111,6 +116,7 @@ class TickPlan:
     observations: tuple[VerdictObservation, ...] = ()
     budgets: tuple[BudgetStatus, ...] = ()
     cursor: str | None = None  # the new cursor; None keeps the old one
+    shed: tuple[str, ...] = ()  # services whose canary weight goes to 0 now, before the rollback run
 
 
 def tick_phase(product: Product, release: Any, now: datetime) -> TickPhase:
@@ -158,6 +164,8 @@ def _canary(product: Product, release: Any, cursor_text: str | None, reads: Tick
     if not canaries:
         return TickPlan(skip=f"release {release.id}: no canary is running (a promote or rollback is under way)")
     key = f"{release.id}:{step}"
+    if (recorded := reads.failed.get(f"{key}:rollback")) is not None:
+        return _failed_before(release.id, f"{key}:rollback", f"canary failed: {recorded}", tuple(sorted(canaries)))
     cursor = carry_cursor(_parsed(cursor_text), key)
     unavailable: dict[str, str] = {}
     budgets = []
@@ -187,7 +195,7 @@ def _canary(product: Product, release: Any, cursor_text: str | None, reads: Tick
             "observations": _observations(release.id, {"canary_step": step}, decision, _step_numbers)}
     min_step = max(manifest.service(s).canary.analysis.min_step_seconds for s in canaries)
     if decision.verdict is Verdict.failed:
-        return TickPlan(**seen, verdict=_verdict(step, "fail", decision), run=RunPlan(
+        return TickPlan(**seen, verdict=_verdict(step, "fail", decision), shed=tuple(sorted(canaries)), run=RunPlan(
             Job.rollback, f"{key}:rollback", _rollback_config(release.id, f"canary failed: {decision.reason}")))
     if decision.verdict is Verdict.passed and elapsed >= min_step:
         weights = weights_for_step(manifest, canaries, step + 1) if step + 1 < step_count(manifest, canaries) else {}
@@ -202,6 +210,8 @@ def _canary(product: Product, release: Any, cursor_text: str | None, reads: Tick
 def _bake(product: Product, release: Any, cursor_text: str | None, reads: TickReads, left: float) -> TickPlan:
     promoted = watched_versions(TickPhase.bake, release.versions, reads.services)
     key = f"{release.id}:{BAKE}"
+    if (recorded := reads.failed.get(f"{key}:rollback")) is not None:
+        return _failed_before(release.id, f"{key}:rollback", f"regression during bake: {recorded}")
     cursor = carry_cursor(_parsed(cursor_text), key)
     if not promoted:
         return TickPlan(cursor=json.dumps(cursor),
@@ -226,7 +236,7 @@ def _bake(product: Product, release: Any, cursor_text: str | None, reads: TickRe
                            resources=resources)
     seen = {"cursor": json.dumps(cursor),
             "observations": _observations(release.id, {"phase": BAKE}, decision, _bake_numbers)}
-    if decision.verdict is Verdict.failed:
+    if decision.verdict is Verdict.failed:  # nothing to shed: the promoted version is stable, the old one stopped
         return TickPlan(**seen, verdict=_verdict(BAKE, "fail", decision), run=RunPlan(
             Job.rollback, f"{key}:rollback", _rollback_config(release.id, f"regression during bake: {decision.reason}")))
     return TickPlan(**seen, skip=f"release {release.id} baking: {left:.0f} s left; {decision.reason}")
@@ -240,6 +250,12 @@ def _baked(product: Product, release: Any, reads: TickReads) -> TickPlan:
                              f"wait for {product.name}_contract" + (f" ({waiting})" if waiting else ""))
     return TickPlan(run=RunPlan(Job.promote, f"{release.id}:finish",
                                 {"ops": {"promote_step": {"config": {"release_id": release.id}}}}))
+
+
+def _failed_before(release_id: str, run_key: str, reason: str, shed: tuple[str, ...] = ()) -> TickPlan:
+    """A FAIL an earlier tick recorded: request its rollback again (and shed again: a no-op at
+    weight 0) instead of judging evidence that no longer grows once the canary has no traffic."""
+    return TickPlan(shed=shed, run=RunPlan(Job.rollback, run_key, _rollback_config(release_id, reason)))
 
 
 def _parsed(cursor: str | None) -> dict[str, Any] | None:

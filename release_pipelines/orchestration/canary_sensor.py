@@ -1,11 +1,13 @@
 """Canary sensor: each tick, judge the product's release in canary (or baking) and request promote
 or rollback.
 
-A shell over the pure plan: read (`steps.canary_reads`), plan (`core.canary_tick.plan_tick`, which
-also explains the cursor, the bake and the run keys), then act - store the cursor, ask for
-approvals when the plan needs them, record the verdict, request the run, emit the observations.
+A shell over the pure plan: read (`steps.canary_reads`, and the FAILs already in the ledger),
+plan (`core.canary_tick.plan_tick`, which also explains the cursor, the bake and the run keys), then
+act - store the cursor, ask for approvals when the plan needs them, record the verdict, take the
+traffic off a failing canary (`steps.shed`), request the run, emit the observations.
 """
 
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from dagster import (
@@ -35,6 +37,8 @@ from release_pipelines.orchestration.jobs.common import (
 from release_pipelines.steps.approval import missing_approvals
 from release_pipelines.steps.blue_green import expire_standbys
 from release_pipelines.steps.canary_reads import read_tick
+from release_pipelines.steps.context import StepContext
+from release_pipelines.steps.shed import SENSOR_ACTOR, recorded_failures, shed_canaries
 from release_pipelines.steps.verdicts import record_verdict_once
 
 
@@ -79,11 +83,13 @@ def build_canary_sensor(product: Product, promote_job: JobDefinition, rollback_j
         release = book.active_release(product.name)
         now = datetime.now(UTC)
         reads = read_tick(product, release, services, release_metrics.provider(services), book, now)
+        reads = replace(reads, failed=recorded_failures(product, release, book, now))
         plan = plan_tick(product, release, context.cursor, reads, now)
-        return act(context, book, release, plan)
+        return act(context, book, services, release, plan)
 
-    def act(context: SensorEvaluationContext, book, release, plan: TickPlan) -> SensorResult:
-        """Carry the plan out: cursor first, approvals before anything is recorded or requested."""
+    def act(context: SensorEvaluationContext, book, services, release, plan: TickPlan) -> SensorResult:
+        """Carry the plan out: cursor first, approvals before anything is recorded or requested;
+        the verdict is recorded before the shed (it is what the next tick acts on if this one dies)."""
         if plan.cursor is not None:
             context.update_cursor(plan.cursor)
         events = [verdict_observation(o, AssetKeys.of(product)) for o in plan.observations] + [
@@ -94,8 +100,19 @@ def build_canary_sensor(product: Product, promote_job: JobDefinition, rollback_j
             return SensorResult(skip_reason=plan.skip or waiting, asset_events=events)
         if plan.verdict is not None:
             record_verdict_once(book, release.id, plan.run.run_key, plan.verdict)
+        if plan.shed:
+            shed(context, book, services, release, plan)
         request = RunRequest(run_key=plan.run.run_key, job_name=jobs[plan.run.job].name, run_config=plan.run.run_config,
                              tags={TAG_PRODUCT: product.name, TAG_RELEASE: release.id})
         return SensorResult(run_requests=[request], asset_events=events)
+
+    def shed(context: SensorEvaluationContext, book, services, release, plan: TickPlan) -> None:
+        """Canary weight 0 now; whatever fails here, the rollback run is still requested."""
+        ctx = StepContext(product, book, release.id, SENSOR_ACTOR, log=context.log.info)
+        reason = plan.run.run_config["ops"]["rollback_start"]["config"]["reason"]
+        try:
+            shed_canaries(ctx, services, plan.shed, plan.run.run_key, reason)
+        except Exception as exc:  # noqa: BLE001 - e.g. the ledger refused the event: the run request matters more
+            context.log.error(f"shedding {', '.join(plan.shed)} failed ({exc}); requesting the rollback anyway")
 
     return canary_sensor

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from dagster import DagsterEventType, build_run_status_sensor_context
 
-from tests.release_harness import processes_under, release_config, send_load, shop_environment
+from tests.release_harness import PATHS, processes_under, release_config, send_load, shop_environment
 
 pytestmark = pytest.mark.slow  # a minute or more in all: the longer time limit (tests/conftest.py)
 
@@ -34,11 +34,26 @@ def tick_until_decision(shop, service: str, max_ticks: int = 40, requests: int =
     pytest.fail(f"no decision after {max_ticks} ticks: {result.skip_message}")
 
 
-def test_bad_canary_is_rolled_back_with_a_deterministic_run_key(installed) -> None:
+def versions_served(shop, service: str, requests: int = 50) -> set[str]:
+    """The versions that answered real requests through the service's router."""
+    import httpx
+
+    endpoint = shop.platform.status(service).endpoint
+    with httpx.Client(timeout=10) as client:
+        return {client.get(endpoint + PATHS[service]).headers.get("X-Release-Version", "?") for _ in range(requests)}
+
+
+def test_bad_canary_is_shed_at_the_verdict_and_rolled_back_with_a_deterministic_run_key(installed) -> None:
     shop = installed
     assert shop.run("release", release_config({"orders": "1.2.0+bad"})).success
     release = shop.active()
-    result = tick_until_decision(shop, "orders")
+    cursor = None
+    for _ in range(40):  # tick_until_decision, keeping the cursor the deciding tick started from
+        send_load(shop, "orders", 250)
+        before, result = cursor, shop.tick(cursor)
+        cursor = result.cursor
+        if result.run_requests:
+            break
     [request] = result.run_requests
     assert request.job_name == "shop_rollback"
     assert request.run_key == f"{release.id}:0:rollback"
@@ -46,8 +61,23 @@ def test_bad_canary_is_rolled_back_with_a_deterministic_run_key(installed) -> No
     assert verdicts[-1].payload["verdict"] == "fail" and "error rate" in verdicts[-1].payload["reason"]
     observed = [e for e in result.asset_events if e.asset_key.path == ["services", "orders"]]
     assert observed and observed[-1].metadata["verdict"].value == "fail"
+    # safe at the verdict: no rollback run has executed, the bad canary still runs, but gets no traffic
+    status = shop.platform.status("orders")
+    assert (status.canary_version, status.canary_weight) == ("1.2.0+bad", 0)
+    assert shop.active().state.value == "canary" and versions_served(shop, "orders") == {"1.0.0"}
+    [shed] = [e for e in shop.ledger.events(release.id) if e.kind == "traffic:shed"]
+    assert shed.actor == "canary-sensor" and shed.payload["weights"] == {"orders": 0}
+    assert shed.payload["run_key"] == request.run_key and shed.payload["reason"].startswith("canary failed: orders")
+    # the daemon died before storing the cursor and its run request: the next tick requests the same run
+    [again] = shop.tick(before).run_requests
+    assert (again.run_key, again.run_config) == (request.run_key, request.run_config)
+    assert len([e for e in shop.ledger.events(release.id) if e.kind in ("verdict", "traffic:shed")]) == 2
+    # the rollback run finds the canary at weight 0 and still does all of its work
     assert shop.run("rollback", request.run_config).success
-    assert shop.stable("orders") == "1.0.0"
+    assert shop.stable("orders") == "1.0.0" and shop.platform.status("orders").canary_version is None
+    kinds = [e.kind for e in shop.ledger.events(release.id)]
+    assert kinds.index("traffic:shed") < kinds.index("state:rolling_back") < kinds.index("revert:done")
+    assert kinds[-1] == "state:rolled_back" and shop.ledger.get(release.id).state.value == "rolled_back"
 
 
 def test_healthy_canary_is_promoted_and_waiting_is_explained(installed) -> None:

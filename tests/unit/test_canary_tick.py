@@ -252,3 +252,41 @@ def test_a_healthy_bake_judges_every_metric_and_waits_for_the_time_to_pass() -> 
     plan = ticks(product, baking, bake_reads(memory_mb=102.0), cursor=bake_cursor((100.0, 104.0, 98.0, 101.0)))
     assert plan.run is None and plan.skip.startswith("release shop-7 baking: 8 s left")
     assert {"error_rate_bake_n", "latency_bake_n", "memory_bake_n"} <= set(plan.observations[0].numbers)
+
+
+def test_a_canary_fail_sheds_every_canary_of_the_release_and_a_pass_sheds_nothing() -> None:
+    two = release(step=1, versions={"orders": "1.1.0", "catalog": "1.1.0"})
+
+    def both(tick: int) -> TickReads:
+        orders = canary_reads(tick, canary_rate=0.20).services["orders"]
+        catalog = canary_reads(tick, canary_rate=0.01, service="catalog").services["catalog"]
+        return TickReads(services={"orders": orders, "catalog": catalog})
+
+    failed = ticks(shop(), two, both)
+    assert failed.run.job is Job.rollback and failed.shed == ("catalog", "orders")  # the whole release, not one service
+    passed = ticks(shop(), release(step=0), lambda t: canary_reads(t, canary_rate=0.01))
+    assert passed.run.job is Job.promote and passed.shed == ()
+
+
+def test_a_fail_in_the_ledger_requests_the_same_rollback_without_judging_again() -> None:
+    # a daemon killed after the verdict and the shed, before its run request: the next tick's evidence
+    # would not grow (the canary has no traffic), so the recorded FAIL is what it acts on
+    first = ticks(shop(), release(step=1), lambda t: canary_reads(t, canary_rate=0.20))
+    recorded = {first.run.run_key: first.verdict["reason"]}
+    healthy_now = TickReads(services=canary_reads(0, canary_rate=0.01).services, failed=recorded)
+    again = plan_tick(shop(), release(step=1), None, healthy_now, NOW)
+    assert again == TickPlan(run=first.run, shed=("orders",))  # same key and config; no verdict to record twice
+    other_step = plan_tick(shop(), release(step=2), None, healthy_now, NOW)
+    assert other_step.run is None  # a FAIL of an earlier step is not this step's
+
+
+def test_a_bake_fail_sheds_nothing_and_a_recorded_one_is_requested_again() -> None:
+    product = shop((ORDERS_LATENCY, ORDERS_LATENCY.replace("critical: false", "critical: true")))
+    baking = release(ReleaseState.BAKING, step=None, since=2)
+    plan = ticks(product, baking, bake_reads(SLOWER_SHARES), cursor=bake_cursor())
+    assert plan.run.job is Job.rollback and plan.shed == ()  # promoted is stable, the old one stopped: no weight to move
+    recorded = {"shop-7:bake:rollback": "orders: error rate 10.0 %"}
+    again = plan_tick(product, baking, None, TickReads(services=bake_reads()(0).services, failed=recorded), NOW)
+    assert again.run.run_key == "shop-7:bake:rollback" and again.shed == () and again.verdict is None
+    assert again.run.run_config["ops"]["rollback_start"]["config"]["reason"] == (
+        "regression during bake: orders: error rate 10.0 %")

@@ -1,0 +1,67 @@
+"""Traffic off a failing canary at the verdict, before the rollback run starts.
+
+On a canary FAIL the sensor sets each canary's weight to 0 in the tick that decided (as Argo
+Rollouts and Flagger do on abort): safety no longer waits for the run queue and a run worker's
+start. The rollback run does the rest (flags off, canaries stopped in reverse dependency order,
+migrations); a canary at weight 0 is still a canary to it, so the run is unchanged.
+
+The FAIL verdict in the ledger is the durable record of the decision: `recorded_failures` hands it
+to the next tick's plan, which requests the rollback again (Dagster launches a run key once), so a
+daemon killed between the shed and the run request still rolls back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from release_pipelines.core.canary_tick import TickPhase, tick_phase
+from release_pipelines.core.product import Product
+from release_pipelines.steps.context import StepContext
+from release_pipelines.steps.deploy import _with_release_id
+
+SENSOR_ACTOR = "canary-sensor"
+
+
+@dataclass(frozen=True)
+class ShedResult:
+    shed: tuple[str, ...] = ()  # weight set to 0 by this call
+    already: tuple[str, ...] = ()  # at 0 before it (an earlier tick, or the ledger-driven retry)
+    errors: Mapping[str, str] = field(default_factory=dict)  # service -> why the platform refused
+
+
+def recorded_failures(product: Product, release: Any, book: Any, now: datetime) -> dict[str, str]:
+    """Rollback run key -> reason of each FAIL verdict already in the ledger for `release`; read
+    only while the release is judged (a canary step or the bake), the phases a FAIL comes from."""
+    if tick_phase(product, release, now) not in (TickPhase.canary, TickPhase.bake):
+        return {}
+    return {e.payload["run_key"]: e.payload.get("reason", "") for e in book.events(release.id)
+            if e.kind == "verdict" and e.payload.get("verdict") == "fail" and "run_key" in e.payload}
+
+
+def shed_canaries(ctx: StepContext, platform: Any, services: tuple[str, ...], run_key: str,
+                  reason: str) -> ShedResult:
+    """Canary weight 0 on each of `services`; idempotent (a weight already at 0 is left alone).
+
+    A platform error on one service does not stop the others: it is logged and recorded, and the
+    rollback run (requested whatever happens here) stops that canary. One `traffic:shed` event
+    records what changed (none when every weight was already 0).
+    """
+    shed, already, errors = [], [], {}
+    for service in services:
+        try:
+            if platform.status(service).canary_weight == 0:
+                already.append(service)
+                continue
+            _with_release_id(platform.set_weight, ctx)(service, 0, log=ctx.log)
+            shed.append(service)
+            ctx.log(f"{service}: canary weight 0 at the verdict ({run_key})")
+        except Exception as exc:  # noqa: BLE001 - any platform failure: the rollback run still goes
+            errors[service] = f"{type(exc).__name__}: {exc}"
+            ctx.log(f"{service}: could not set the canary weight to 0 ({errors[service]}); the rollback run will stop it")
+    if shed or errors:
+        ctx.record("traffic:shed", run_key=run_key, weights=dict.fromkeys(shed, 0), already_zero=already,
+                   errors=errors, reason=reason[:900])
+    return ShedResult(tuple(shed), tuple(already), errors)
