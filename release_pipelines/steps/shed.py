@@ -5,6 +5,10 @@ Rollouts and Flagger do on abort): safety no longer waits for the run queue and 
 start. The rollback run does the rest (flags off, canaries stopped in reverse dependency order,
 migrations); a canary at weight 0 is still a canary to it, so the run is unchanged.
 
+Tenant-scoped canaries (`canary.tenants`): the router sends a named tenant's requests to the
+canary at any weight, so weight 0 sheds only the general share; those tenants keep the canary
+until the rollback run stops it, and the `traffic:shed` event says so (`tenants_still_routed`).
+
 The FAIL verdict in the ledger is the durable record of the decision: `recorded_failures` hands it
 to the next tick's plan, which requests the rollback again (Dagster launches a run key once), so a
 daemon killed between the shed and the run request still rolls back.
@@ -30,6 +34,7 @@ class ShedResult:
     shed: tuple[str, ...] = ()  # weight set to 0 by this call
     already: tuple[str, ...] = ()  # at 0 before it (an earlier tick, or the ledger-driven retry)
     errors: Mapping[str, str] = field(default_factory=dict)  # service -> why the platform refused
+    tenants_still_routed: Mapping[str, list[str]] = field(default_factory=dict)  # weight 0 does not move them
 
 
 def recorded_failures(product: Product, release: Any, book: Any, now: datetime) -> dict[str, str]:
@@ -50,6 +55,7 @@ def shed_canaries(ctx: StepContext, platform: Any, services: tuple[str, ...], ru
     records what changed (none when every weight was already 0).
     """
     shed, already, errors = [], [], {}
+    tenants = {s: list(t) for s in services if (t := ctx.product.manifest.service(s).canary.tenants)}
     for service in services:
         try:
             if platform.status(service).canary_weight == 0:
@@ -63,5 +69,7 @@ def shed_canaries(ctx: StepContext, platform: Any, services: tuple[str, ...], ru
             ctx.log(f"{service}: could not set the canary weight to 0 ({errors[service]}); the rollback run will stop it")
     if shed or errors:
         ctx.record("traffic:shed", run_key=run_key, weights=dict.fromkeys(shed, 0), already_zero=already,
-                   errors=errors, reason=reason[:900])
-    return ShedResult(tuple(shed), tuple(already), errors)
+                   errors=errors, tenants_still_routed=tenants, reason=reason[:900])
+    for service, names in tenants.items():
+        ctx.log(f"{service}: tenants {', '.join(names)} still reach the canary until the rollback run stops it")
+    return ShedResult(tuple(shed), tuple(already), errors, tenants)

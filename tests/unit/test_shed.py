@@ -53,7 +53,7 @@ def test_weights_go_to_zero_once_and_the_ledger_says_what_who_and_why(setting) -
     [event] = [e for e in book.events(release.id) if e.kind == "traffic:shed"]
     assert event.actor == SENSOR_ACTOR and event.payload == {
         "run_key": f"{release.id}:0:rollback", "weights": {"orders": 0}, "already_zero": ["catalog"], "errors": {},
-        "reason": "canary failed: orders"}
+        "tenants_still_routed": {}, "reason": "canary failed: orders"}
     again = shed_canaries(ctx, platform, ("catalog", "orders"), f"{release.id}:0:rollback", "canary failed: orders")
     assert again.shed == () and again.already == ("catalog", "orders") and len(platform.calls) == 1
     assert len([e for e in book.events(release.id) if e.kind == "traffic:shed"]) == 1  # nothing changed: no event
@@ -78,3 +78,17 @@ def test_recorded_failures_are_the_fail_verdicts_of_a_judged_release(setting) ->
     assert recorded_failures(product, in_canary, book, now) == {f"{release.id}:1:rollback": "orders: error rate"}
     assert recorded_failures(product, replace(release, state=ReleaseState.ROLLING_BACK), book, now) == {}
     assert recorded_failures(product, None, book, now) == {}
+
+
+def test_tenant_scoped_canaries_are_said_to_keep_their_tenants(setting) -> None:
+    # the router sends a named tenant to the canary at any weight: the ledger must not claim them safe
+    book, release, ctx = setting
+    manifest = ctx.product.manifest
+    orders = manifest.service("orders")
+    scoped = orders.model_copy(update={"canary": orders.canary.model_copy(update={"tenants": ["acme"]})})
+    product = replace(ctx.product, manifest=manifest.model_copy(
+        update={"services": [scoped if s.name == "orders" else s for s in manifest.services]}))
+    result = shed_canaries(replace(ctx, product=product), Weights({"orders": 25}), ("orders",), "k", "canary failed")
+    assert result.shed == ("orders",) and result.tenants_still_routed == {"orders": ["acme"]}
+    [event] = [e for e in book.events(release.id) if e.kind == "traffic:shed"]
+    assert event.payload["tenants_still_routed"] == {"orders": ["acme"]}
