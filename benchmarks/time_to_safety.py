@@ -4,8 +4,15 @@ Per run: a temp DAGSTER_HOME (SQLite instance, the project's run queue, telemetr
 RELEASE_HOME (SQLite ledger) and a SQLite SHOP_DB_URL; `dagster-webserver` + `dagster-daemon`
 started as in tests/e2e (tests/e2e_support.py). The shop is installed at 1.0.0, background load
 runs through every router, then `orders: 1.2.0+bad` (~5 % errors against ~0.5 %) is released.
-Measured: seconds from the bad version's first request (seen by the load generator) until
-LocalPlatform.status("orders") shows 100 % on stable again.
+Measured from the bad version's first request (seen by the load generator):
+
+- traffic safe ("100 % stable"): 100 % of the requests the orders router receives go to the stable
+  version, i.e. the canary's weight is 0. The canary sensor sets it in the tick that records the
+  FAIL verdict (`steps.shed`); the time is its `traffic:shed` ledger event, written once the router
+  took the new weight, cross-checked by polling LocalPlatform.status every 0.2 s and by the router's
+  own counters (the last ~1 s read in which the canary's request count still grew). Requests the
+  canary had already accepted still finish; none reach it afterwards.
+- rollback run finished: the ledger's state:rolled_back (the canary stopped, the release closed).
 
 While the daemon judges, the orders router's /_router/metrics is read every ~1 s (cumulative
 requests and errors per version, with timestamps). Afterwards the same stream is replayed through
@@ -21,8 +28,8 @@ the reference rules of benchmarks/reference_judges.py:
 
 Floor = the sensor's minimum interval (from the manifest) + the measured rollback run (ledger
 state:rolling_back -> state:rolled_back). Reported apart: first traffic -> fail verdict (the
-evidence) and fail verdict -> 100 % stable (the reaction). Goals (issue 17, P1): first traffic ->
-100 % stable <= 20 s; verdict -> 100 % stable <= the floor.
+evidence), fail verdict -> traffic safe (the reaction) and fail verdict -> rollback run finished.
+Goals (issue 17, P1): first traffic -> traffic safe <= 20 s; verdict -> traffic safe <= the floor.
 
     python -m benchmarks.time_to_safety [--quick]      (median of 3 runs; 1 with --quick)
 """
@@ -160,14 +167,17 @@ def one_run(index: int) -> dict:
             time.sleep(0.1)
         if key not in load.first_seen:
             raise RuntimeError(f"the bad canary never got traffic:\n{servers.log_tail('daemon')}")
-        first_traffic = load.first_seen[key]
+        first_traffic, first_wall = load.first_seen[key], load.first_seen_wall[key]
         deadline = first_traffic + ROLLBACK_TIMEOUT
+        weight_zero = None  # wall time the poll first saw no traffic to the canary
         while time.monotonic() < deadline:
             status = platform.status("orders")
+            if weight_zero is None and (status.canary_weight == 0 or status.canary_version is None):
+                weight_zero = time.time()
             if status.canary_version is None and status.stable_version == FIRST["orders"]:
                 break
             time.sleep(0.2)
-        all_stable = time.monotonic()
+        canary_stopped = time.time()
         status = platform.status("orders")
         if not (status.canary_version is None and status.stable_version == FIRST["orders"]):
             raise RuntimeError(f"orders not back on stable within {ROLLBACK_TIMEOUT:.0f} s: {status}")
@@ -180,12 +190,23 @@ def one_run(index: int) -> dict:
         events = {e.kind: e for e in ledger.events(release.id)}
         if "state:rolling_back" not in events or "state:rolled_back" not in events:
             raise RuntimeError(f"no rollback in the ledger: {sorted(events)}")
-        verdict_event = events.get("verdict")
+        verdict_event, shed_event = events.get("verdict"), events.get("traffic:shed")
+
+        def after(event) -> float | None:  # seconds from first traffic to a ledger event
+            return event.created_at.timestamp() - first_wall if event is not None else None
+
+        polled = weight_zero - first_wall if weight_zero is not None else None
         result |= {
-            "measured": all_stable - first_traffic,
+            "safe": after(shed_event) if shed_event is not None else polled,
+            "safe_from": "traffic:shed event" if shed_event is not None else "platform poll (no shed event)",
+            "safe_polled": polled,
+            "shed_errors": shed_event.payload.get("errors") if shed_event is not None else None,
+            "canary_stopped": canary_stopped - first_wall,
+            "rolling_back": after(events["state:rolling_back"]),
+            "rolled_back": after(events["state:rolled_back"]),
             "rollback_run": (events["state:rolled_back"].created_at
                              - events["state:rolling_back"].created_at).total_seconds(),
-            "verdict_after": (verdict_event.created_at.timestamp() - load.first_seen_wall[key]) if verdict_event else None,
+            "verdict_after": after(verdict_event),
             "verdict_actor": verdict_event.actor if verdict_event else None,
             "first_traffic": first_traffic,
             "stream": list(recorder.points),
@@ -217,6 +238,12 @@ def series(stream, first_traffic: float, canary: str, stable: str) -> np.ndarray
         c, s = by_version.get(canary, (0, 0)), by_version.get(stable, (0, 0))
         rows.append((t - first_traffic, c[0], c[1], s[0], s[1]))
     return np.array(rows, dtype=float).reshape(-1, 5)
+
+
+def last_canary_request(rows: np.ndarray) -> float | None:
+    """Seconds from first traffic to the last router read in which the canary's count still grew."""
+    grew = np.flatnonzero(np.diff(rows[:, 1]) > 0) + 1 if len(rows) > 1 else np.array([], dtype=int)
+    return float(rows[grew[-1], 0]) if len(grew) else None
 
 
 def flagger_replay(rows: np.ndarray) -> dict:
@@ -267,20 +294,28 @@ def main() -> int:
     print_header("Time to safety: bad canary (orders 1.2.0+bad) on the local platform, daemon's canary sensor",
                  f"{runs} run(s); SQLite Dagster instance, ledger and shop database; webserver + daemon processes")
     results = []
+    inf = float("inf")
     for i in range(runs):
         r = one_run(i)
         rows = series(r["stream"], r["first_traffic"], BAD["orders"], FIRST["orders"])
         r["floor"] = r["sensor_interval"] + r["rollback_run"]
-        r["reaction"] = r["measured"] - r["verdict_after"] if r["verdict_after"] is not None else float("inf")
+        verdict_at = r["verdict_after"] if r["verdict_after"] is not None else inf
+        r["reaction"] = (r["safe"] if r["safe"] is not None else inf) - verdict_at
+        r["to_finished"] = r["rolled_back"] - verdict_at
+        r["router_last"] = last_canary_request(rows)
         r["flagger"] = flagger_replay(rows)
         r["kayenta"] = kayenta_replay(rows)
         results.append(r)
         f, k = r["flagger"], r["kayenta"]
-        print(f"run {i + 1}: first traffic -> 100 % stable {r['measured']:.1f} s; fail verdict at "
-              f"{r['verdict_after']:.1f} s by {r['verdict_actor']}; rollback run {r['rollback_run']:.1f} s; "
-              f"canary {r['load_requests']} requests, {r['load_errors']} errors (load generator); "
-              f"{len(r['stream'])} metric reads over {f['covered']:.0f} s; servers exit {r['exit_codes']}, "
-              f"leftover processes {r['leftovers']}")
+        polled = f"{r['safe_polled']:.2f}" if r["safe_polled"] is not None else "never"
+        router = f"{r['router_last']:.1f}" if r["router_last"] is not None else "no canary request"
+        print(f"run {i + 1}: fail verdict at {verdict_at:.2f} s by {r['verdict_actor']}; traffic safe (canary weight 0) "
+              f"at {r['safe']:.2f} s ({r['safe_from']}; poll saw it at {polled} s; router's last read with new canary "
+              f"requests {router} s); rollback run {r['rolling_back']:.1f} -> {r['rolled_back']:.1f} s "
+              f"({r['rollback_run']:.1f} s), canary stopped by {r['canary_stopped']:.1f} s (all after first traffic)")
+        print(f"  canary {r['load_requests']} requests, {r['load_errors']} errors (load generator); "
+              f"shed errors {r['shed_errors'] or 'none'}; {len(r['stream'])} metric reads over {f['covered']:.0f} s; "
+              f"servers exit {r['exit_codes']}, leftover processes {r['leftovers']}")
         window_text = ", ".join(
             f"#{j + 1} {'fail' if c else 'ok'} ({'no data' if np.isnan(rate) else f'{rate:.1%}'}, "
             f"{obs:.0%} observed)" for j, (c, rate, obs) in enumerate(zip(f["checks"], f["rates"], f["observed"])))
@@ -290,18 +325,30 @@ def main() -> int:
               f"verdict {k['verdict']}"
               + (f" (first High at look {k['first_fail_look'] + 1}, {k['first_fail_t']:.0f} s, if judged every read)"
                  if k.get("first_fail_look") is not None else ""))
-    ours, floor = median([r["measured"] for r in results]), median([r["floor"] for r in results])
-    evidence = median([r["verdict_after"] if r["verdict_after"] is not None else float("inf") for r in results])
-    reaction = median([r["reaction"] for r in results])
+    ours = median([r["safe"] if r["safe"] is not None else inf for r in results])
+    floor = median([r["floor"] for r in results])
+    evidence = median([r["verdict_after"] if r["verdict_after"] is not None else inf for r in results])
+    reaction, to_finished = median([r["reaction"] for r in results]), median([r["to_finished"] for r in results])
+    finished = median([r["rolled_back"] for r in results])
     flagger, kayenta_ok = median([r["flagger"]["seconds"] for r in results]), all(r["kayenta"]["fails"] for r in results)
-    ratio = ours / floor
+
+    def spread(key: str) -> str:
+        return f"{min(r[key] for r in results):.1f}-{max(r[key] for r in results):.1f}"
+
     print()
     print(table(
-        ["judge", "seconds to 100 % stable", "x floor", "note"],
+        ["judge", "seconds", "x floor", "note"],
         [
-            ["ours (measured, daemon sensor)", f"{ours:.1f}", f"{ratio:.2f}", f"goal <= {GOAL_SECONDS:.0f} s"],
-            ["  of which first traffic -> fail verdict", f"{evidence:.1f}", f"{evidence / floor:.2f}", "the evidence"],
-            ["  of which fail verdict -> 100 % stable", f"{reaction:.1f}", f"{reaction / floor:.2f}", "goal <= floor"],
+            ["ours: first traffic -> traffic safe (canary weight 0)", f"{ours:.1f}", f"{ours / floor:.2f}",
+             f"goal <= {GOAL_SECONDS:.0f} s; runs {spread('safe')}"],
+            ["  of which first traffic -> fail verdict", f"{evidence:.1f}", f"{evidence / floor:.2f}",
+             f"the evidence; runs {spread('verdict_after')}"],
+            ["  of which fail verdict -> traffic safe", f"{reaction:.2f}", f"{reaction / floor:.2f}",
+             f"goal <= floor; runs {spread('reaction')}"],
+            ["ours: fail verdict -> rollback run finished", f"{to_finished:.1f}", f"{to_finished / floor:.2f}",
+             f"canary stopped, ledger rolled_back; runs {spread('to_finished')}"],
+            ["ours: first traffic -> rollback run finished", f"{finished:.1f}", f"{finished / floor:.2f}",
+             f"runs {spread('rolled_back')}"],
             ["floor (sensor interval + rollback run)", f"{floor:.1f}", "1.00",
              f"{results[0]['sensor_interval']:.0f} s + {median([r['rollback_run'] for r in results]):.1f} s"],
             ["Flagger (60 s x 5 failed checks, 1 %)", f"{flagger:.0f}", f"{flagger / floor:.1f}",
@@ -314,14 +361,15 @@ def main() -> int:
     if extrapolated:
         print(f"note: the recorded stream covers {extrapolated[0]['flagger']['covered']:.0f} s of the canary, "
               f"less than Flagger's {FLAGGER_THRESHOLD} x {FLAGGER_INTERVAL:.0f} s; checks past the stream are "
-              "extrapolated as failed (the canary's traffic stops at our rollback; Flagger fails a check with no "
+              "extrapolated as failed (the canary's traffic stops at our verdict; Flagger fails a check with no "
               "data, and the bad version's error rate stays ~5 % > 1 % while it serves).")
     print(f"note: Kayenta's time is its analysis lifetime ({KAYENTA_LIFETIME / 3600:.0f} h, >= {KAYENTA_MIN_POINTS} "
           "points per metric suggested); with its default settings it judges once, at the end. Its verdict above "
           "is computed on the per-read points recorded here (fewer than 50).")
-    print(f"summary: first traffic -> 100 % stable {ours:.1f} s (goal <= {GOAL_SECONDS:.0f} s) "
-          f"{verdict(ours <= GOAL_SECONDS)}: evidence {evidence:.1f} s + reaction {reaction:.1f} s (goal <= floor "
-          f"{floor:.1f} s) {verdict(reaction <= floor)}; Flagger {flagger:.0f} s, Kayenta {KAYENTA_LIFETIME:.0f} s")
+    print(f"summary: first traffic -> traffic safe {ours:.1f} s (goal <= {GOAL_SECONDS:.0f} s) "
+          f"{verdict(ours <= GOAL_SECONDS)}: evidence {evidence:.1f} s + reaction {reaction:.2f} s (goal <= floor "
+          f"{floor:.1f} s) {verdict(reaction <= floor)}; rollback run finished {to_finished:.1f} s after the verdict; "
+          f"Flagger {flagger:.0f} s, Kayenta {KAYENTA_LIFETIME:.0f} s")
     return 0
 
 
