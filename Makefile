@@ -18,9 +18,9 @@ demo: $(STAMP)
 ## The whole test suite, Postgres tests included (RELEASE_TEST_POSTGRES_URL picks the server),
 ## on TEST_WORKERS pytest-xdist workers. All tests of a file run on one worker (--dist loadfile:
 ## module-scoped servers start once, the fault matrix's cells and the production-mode tests keep
-## their order); the longest files start first (tests/schedule.py). Two workers per core: the
-## suite waits on servers, sensors and live traffic more than it computes. The slowest tests and
-## the wall time are printed at the end.
+## their order; loadgroup's xdist_group is ignored under pytest 9.2 with xdist 3.8). Two workers per
+## core: the suite waits on servers, sensors and live traffic more than it computes. The slowest
+## tests and the wall time are printed at the end.
 TEST_WORKERS ?= $(shell echo $$(( $$(nproc) * 2 )))
 test: $(STAMP)
 	$(BIN)/python -m tests.setup_services

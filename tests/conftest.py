@@ -24,7 +24,6 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from tests import schedule
 from tests.reliability import conftest as fault_matrix
 from tests.setup_services import DEFAULT_URL
 
@@ -63,20 +62,11 @@ def no_dagster_instance_context_from_an_earlier_test() -> Iterator[None]:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The longest files first (tests/schedule.py); `slow` tests get the longer time limit unless
-    they set their own."""
-    schedule.longest_files_first(items)
+    """`slow` tests get the longer time limit unless they set their own. (The order files run in
+    is xdist's: --dist loadfile hands out files by number of tests, most first.)"""
     for item in items:
         if item.get_closest_marker("slow") and not item.get_closest_marker("timeout"):
             item.add_marker(pytest.mark.timeout(SLOW_TEST_TIMEOUT))
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_xdist_make_scheduler(config: pytest.Config, log):
-    """`--dist loadfile` keeps the collected order and binds a worker's next file late."""
-    if config.getvalue("dist") == "loadfile":
-        return schedule.LongestFileFirst(config, log)
-    return None
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:

@@ -22,7 +22,7 @@ def apply_deploy(ctx: StepContext, platform, change: ServiceChange):
             "no baseline to be judged against; roll back (which starts the stable again) and release again"
         )
     ctx.record("deploy:start", service=change.service, version=change.to_version, from_version=change.from_version)
-    status = _with_release_id(platform.deploy_canary, ctx)(change.service, change.to_version, log=ctx.log)
+    status = with_release_id(platform.deploy_canary, ctx)(change.service, change.to_version, log=ctx.log)
     first_install = status.canary_version is None and status.stable_version == change.to_version
     ctx.record(
         "deploy:done",
@@ -34,7 +34,7 @@ def apply_deploy(ctx: StepContext, platform, change: ServiceChange):
     return status
 
 
-def _with_release_id(method, ctx: StepContext):
+def with_release_id(method, ctx: StepContext):
     """Pass the release id (the correlation id) to platforms that take it; older ones do not."""
     try:
         takes_it = "release_id" in inspect.signature(method).parameters

@@ -24,7 +24,7 @@ from typing import Any
 from release_pipelines.core.canary_tick import TickPhase, tick_phase
 from release_pipelines.core.product import Product
 from release_pipelines.steps.context import StepContext
-from release_pipelines.steps.deploy import _with_release_id
+from release_pipelines.steps.deploy import with_release_id
 
 SENSOR_ACTOR = "canary-sensor"
 
@@ -61,7 +61,7 @@ def shed_canaries(ctx: StepContext, platform: Any, services: tuple[str, ...], ru
             if platform.status(service).canary_weight == 0:
                 already.append(service)
                 continue
-            _with_release_id(platform.set_weight, ctx)(service, 0, log=ctx.log)
+            with_release_id(platform.set_weight, ctx)(service, 0, log=ctx.log)
             shed.append(service)
             ctx.log(f"{service}: canary weight 0 at the verdict ({run_key})")
         except Exception as exc:  # noqa: BLE001 - any platform failure: the rollback run still goes

@@ -4,13 +4,13 @@ are `core.traffic`), recording the intent in the ledger first and the result aft
 from __future__ import annotations
 
 from release_pipelines.steps.context import StepContext
-from release_pipelines.steps.deploy import _with_release_id
+from release_pipelines.steps.deploy import with_release_id
 
 
 def apply_weights(ctx: StepContext, platform, weights: dict[str, int], step: int) -> None:
     """Set each canary's share, recording the intent first and the result after."""
     ctx.record("traffic:start", step=step, weights=weights)
     for service, weight in weights.items():
-        _with_release_id(platform.set_weight, ctx)(service, weight, log=ctx.log)
+        with_release_id(platform.set_weight, ctx)(service, weight, log=ctx.log)
         ctx.log(f"{service}: canary weight {weight}%")
     ctx.record("traffic:done", step=step, weights=weights)

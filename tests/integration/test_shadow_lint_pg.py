@@ -94,7 +94,7 @@ SLOW = {
     "c1_accounts": (None, 'op.create_table("accounts", sa.Column("id", sa.BigInteger, primary_key=True))'),
     "c2_slow_backfill": ("c1_accounts", """
         op.add_column("accounts", sa.Column("note", sa.Text))
-        op.execute("SELECT pg_sleep(120)")"""),
+        op.execute("SELECT pg_sleep(600)")"""),
 }
 
 
@@ -116,12 +116,13 @@ def test_ctrl_c_during_a_shadow_revision_drops_the_scratch_database(tmp_path: Pa
             with engine.connect() as conn:  # our scratch database, inside c2's pg_sleep
                 scratch = conn.execute(text(
                     "SELECT datname FROM pg_stat_activity WHERE state = 'active' AND datname LIKE :p "
-                    "AND query LIKE '%pg_sleep(120)%' AND datname <> ALL(:before)"
+                    "AND query LIKE '%pg_sleep(600)%' AND datname <> ALL(:before)"
                 ), {"p": f"{SCRATCH_PREFIX}%", "before": list(before)}).scalar()
             time.sleep(0.1)
         assert scratch, "the shadow lint never reached the slow revision"
         lint.send_signal(signal.SIGINT)
-        stdout, stderr = lint.communicate(timeout=60)  # well before pg_sleep(120) would end
+        # long before pg_sleep(600) or the 300 s statement timeout would end it; room for a loaded machine
+        stdout, stderr = lint.communicate(timeout=240)
     finally:
         if lint.poll() is None:
             lint.kill()

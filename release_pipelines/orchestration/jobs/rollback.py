@@ -54,7 +54,8 @@ def _start_op(product: Product) -> OpDefinition:
     @op(name=f"{product.name}__rollback_start", out=Out(str), tags={"kind": "rollback"})
     def rollback_start(context: OpExecutionContext, config: RollbackConfig, release_ledger: LedgerResource,
                        release_flags: FlagsResource) -> str:
-        """Enter rolling_back and turn the release's flags off before any traffic moves."""
+        """Enter rolling_back and turn the release's flags off before any service or migration is
+        undone (a failing canary's weight may already be 0: the canary sensor sheds it at the verdict)."""
         if not config.release_id and release_ledger.open().active_release(product.name) is None:
             context.log.info(f"{product.name} has no active release: nothing to roll back")
             return NOTHING_TO_DO
