@@ -106,6 +106,8 @@ def test_ctrl_c_during_a_shadow_revision_drops_the_scratch_database(tmp_path: Pa
         [RELEASE, "migrations", "lint", "--script-location", str(location), "--url", postgres_url,
          "--shadow", "auto"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # as from a terminal: an xdist worker ignores SIGINT, and its children would inherit that
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     engine = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
     scratch = None
