@@ -388,11 +388,13 @@ class Ledger:
                     stable.update(row["versions"])
         return stable
 
-    def events(self, release_id: str | None = None) -> list[Event]:
-        """The audit trail in order, for one release or (None) the whole ledger."""
+    def events(self, release_id: str | None = None, kind: str | None = None) -> list[Event]:
+        """The audit trail in order, for one release or (None) the whole ledger; `kind` keeps one kind."""
         query = select(events).order_by(events.c.seq)
         if release_id is not None:
             query = query.where(events.c.release_id == release_id)
+        if kind is not None:
+            query = query.where(events.c.kind == kind)
         with self._read() as conn:
             return [to_event(r) for r in conn.execute(query).mappings()]
 

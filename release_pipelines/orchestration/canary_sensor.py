@@ -38,8 +38,8 @@ from release_pipelines.steps.approval import missing_approvals
 from release_pipelines.steps.blue_green import expire_standbys
 from release_pipelines.steps.canary_reads import read_tick
 from release_pipelines.steps.context import StepContext
-from release_pipelines.steps.shed import SENSOR_ACTOR, recorded_failures, shed_canaries
-from release_pipelines.steps.verdicts import record_verdict_once
+from release_pipelines.steps.shed import SENSOR_ACTOR, shed_canaries
+from release_pipelines.steps.verdicts import record_verdict_once, recorded_failures
 
 
 def verdict_observation(observation: VerdictObservation, keys: AssetKeys = DEFAULT_KEYS) -> AssetObservation:

@@ -9,7 +9,7 @@ Tenant-scoped canaries (`canary.tenants`): the router sends a named tenant's req
 canary at any weight, so weight 0 sheds only the general share; those tenants keep the canary
 until the rollback run stops it, and the `traffic:shed` event says so (`tenants_still_routed`).
 
-The FAIL verdict in the ledger is the durable record of the decision: `recorded_failures` hands it
+The FAIL verdict in the ledger is the durable record of the decision: `steps.verdicts.recorded_failures` hands it
 to the next tick's plan, which requests the rollback again (Dagster launches a run key once), so a
 daemon killed between the shed and the run request still rolls back.
 """
@@ -18,11 +18,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
-from release_pipelines.core.canary_tick import TickPhase, tick_phase
-from release_pipelines.core.product import Product
 from release_pipelines.steps.context import StepContext
 from release_pipelines.steps.deploy import with_release_id
 
@@ -35,15 +32,6 @@ class ShedResult:
     already: tuple[str, ...] = ()  # at 0 before it (an earlier tick, or the ledger-driven retry)
     errors: Mapping[str, str] = field(default_factory=dict)  # service -> why the platform refused
     tenants_still_routed: Mapping[str, list[str]] = field(default_factory=dict)  # weight 0 does not move them
-
-
-def recorded_failures(product: Product, release: Any, book: Any, now: datetime) -> dict[str, str]:
-    """Rollback run key -> reason of each FAIL verdict already in the ledger for `release`; read
-    only while the release is judged (a canary step or the bake), the phases a FAIL comes from."""
-    if tick_phase(product, release, now) not in (TickPhase.canary, TickPhase.bake):
-        return {}
-    return {e.payload["run_key"]: e.payload.get("reason", "") for e in book.events(release.id)
-            if e.kind == "verdict" and e.payload.get("verdict") == "fail" and "run_key" in e.payload}
 
 
 def shed_canaries(ctx: StepContext, platform: Any, services: tuple[str, ...], run_key: str,

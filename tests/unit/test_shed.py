@@ -14,8 +14,8 @@ from release_pipelines.resources.platform import DeployError, ServiceStatus
 
 from release_pipelines.core.states import ReleaseState
 from release_pipelines.steps.context import StepContext
-from release_pipelines.steps.shed import SENSOR_ACTOR, recorded_failures, shed_canaries
-from release_pipelines.steps.verdicts import record_verdict_once
+from release_pipelines.steps.shed import SENSOR_ACTOR, shed_canaries
+from release_pipelines.steps.verdicts import record_verdict_once, recorded_failures
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "shop" / "release.yaml"
 
