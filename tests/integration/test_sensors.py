@@ -24,13 +24,14 @@ def installed(monkeypatch, tmp_path):
 
 
 def tick_until_decision(shop, service: str, max_ticks: int = 40, requests: int = 250):
+    """Tick under load until a run is requested: that tick's result and the cursor it started from."""
     cursor = None
     for _ in range(max_ticks):
         send_load(shop, service, requests)
-        result = shop.tick(cursor)
+        before, result = cursor, shop.tick(cursor)
         cursor = result.cursor
         if result.run_requests:
-            return result
+            return result, before
     pytest.fail(f"no decision after {max_ticks} ticks: {result.skip_message}")
 
 
@@ -47,13 +48,7 @@ def test_bad_canary_is_shed_at_the_verdict_and_rolled_back_with_a_deterministic_
     shop = installed
     assert shop.run("release", release_config({"orders": "1.2.0+bad"})).success
     release = shop.active()
-    cursor = None
-    for _ in range(40):  # tick_until_decision, keeping the cursor the deciding tick started from
-        send_load(shop, "orders", 250)
-        before, result = cursor, shop.tick(cursor)
-        cursor = result.cursor
-        if result.run_requests:
-            break
+    result, before = tick_until_decision(shop, "orders")
     [request] = result.run_requests
     assert request.job_name == "shop_rollback"
     assert request.run_key == f"{release.id}:0:rollback"
@@ -86,7 +81,7 @@ def test_healthy_canary_is_promoted_and_waiting_is_explained(installed) -> None:
     release = shop.active()
     first = shop.tick()
     assert not first.run_requests and "step 0" in first.skip_message  # says why it waits
-    result = tick_until_decision(shop, "catalog")
+    result, _ = tick_until_decision(shop, "catalog")
     [request] = result.run_requests
     assert (request.job_name, request.run_key) == ("shop_promote", f"{release.id}:0:promote")
     assert request.run_config["ops"]["promote_step"]["config"]["expected_step"] == 0
