@@ -364,6 +364,18 @@ class AllowedSlot(Strict):
     start: time
     end: time
 
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _wall_clock(cls, value: object) -> object:
+        """A quoted "HH:MM" in the window's timezone. YAML reads an unquoted 9:00 as the number 540
+        (base 60), which pydantic would take as 00:09 UTC: refused, as is an offset of its own."""
+        if isinstance(value, time) and value.tzinfo is None:
+            return value
+        if not isinstance(value, str) or not re.fullmatch(r"([01]?[0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9])?", value):
+            raise ValueError(f'expected a quoted wall-clock time "HH:MM" in the windows\' timezone, e.g. "09:00", '
+                             f"got {value!r} (YAML reads an unquoted 9:00 as the number 540)")
+        return value
+
     @model_validator(mode="after")
     def _ordered(self) -> AllowedSlot:
         if self.end <= self.start:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import time
 from pathlib import Path
 
 import pytest
@@ -138,3 +139,17 @@ def test_binary_file_is_a_manifest_error(tmp_path: Path) -> None:
     path.write_bytes(b"\xff\xfe\x00garbage")
     with pytest.raises(ManifestError, match="not UTF-8"):
         load_manifest(path)
+
+
+@pytest.mark.parametrize("slot, shown", [
+    ("start: 9:00, end: 17:30", "got 540"),  # YAML 1.1 reads an unquoted 9:00 as 9 * 60
+    ('start: 0, end: "23:59"', "got 0"),
+    ('start: "09:00+02:00", end: "17:30"', "got '09:00+02:00'"),
+])
+def test_a_window_time_that_is_not_a_quoted_wall_clock_time_is_refused_by_field(slot: str, shown: str) -> None:
+    """pydantic would take a number as seconds after midnight UTC: an unquoted 9:00 opened the window at 00:09."""
+    text = MINIMAL + f"windows:\n  timezone: Europe/Berlin\n  allowed:\n    - {{days: [mon], {slot}}}\n"
+    [problem] = [p for p in problems_of(text) if "windows.allowed[0].start" in p]
+    assert shown in problem and '"09:00"' in problem and "m.yaml:9" in problem
+    quoted = parse_manifest(text.replace(slot, 'start: "09:00", end: "17:30"'), "m.yaml")
+    assert (quoted.windows.allowed[0].start, quoted.windows.allowed[0].end) == (time(9, 0), time(17, 30))
