@@ -5,8 +5,7 @@
         ... PrometheusMetricsProvider(prom.url) ...
 
 `ensure_prometheus()` installs the Debian `prometheus` package when the binary is missing and we
-are root (the package would start a system daemon, so a policy-rc.d guard that forbids service
-starts is written first unless one exists); otherwise it raises with the package to install.
+are root (`tests/debian_packages.py`); otherwise it raises with the package to install.
 Our own server scrapes the given targets every second, keeps its TSDB in a temporary directory
 and is stopped (SIGTERM, then SIGKILL) and cleaned up on exit. The first scraped sample is only
 queryable after ~6 s (targets are picked up in 5 s batches), so wait with `wait_for_data`
@@ -15,7 +14,6 @@ instead of trusting /-/ready.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shutil
@@ -32,9 +30,9 @@ from typing import Self
 
 import httpx
 
+from tests.debian_packages import PackageUnavailable, ensure_package
+
 PACKAGE = "prometheus"
-POLICY_RC_D = Path("/usr/sbin/policy-rc.d")
-INSTALL_LOCK = Path(tempfile.gettempdir()) / "release-tests-apt-prometheus.lock"
 
 
 class PrometheusUnavailable(RuntimeError):
@@ -170,43 +168,10 @@ class Processes:
 
 def ensure_prometheus() -> str:
     """Path of the `prometheus` binary, installing the Debian package as root if it is missing."""
-    found = shutil.which(PACKAGE)
-    if found:
-        return found
-    if not hasattr(os, "geteuid") or os.geteuid() != 0:
-        raise PrometheusUnavailable(
-            f"`prometheus` is not on PATH and we are not root to install it: run "
-            f"`apt-get install -y --no-install-recommends {PACKAGE}` (Debian package {PACKAGE!r})"
-        )
-    INSTALL_LOCK.touch(exist_ok=True)
-    with open(INSTALL_LOCK) as lock:  # parallel test sessions: one installs, the others wait
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        found = shutil.which(PACKAGE)
-        if found:
-            return found
-        if not POLICY_RC_D.exists():
-            # The package's postinst would start a system daemon; exit 101 = "not allowed".
-            POLICY_RC_D.write_text("#!/bin/sh\nexit 101\n")
-            POLICY_RC_D.chmod(0o755)
-        result = _apt("install", "-y", "--no-install-recommends", PACKAGE)
-        if result.returncode != 0:  # usually "Unable to locate package": stale or empty lists
-            _apt("update")
-            result = _apt("install", "-y", "--no-install-recommends", PACKAGE)
-        found = shutil.which(PACKAGE)
-        if result.returncode != 0 or not found:
-            raise PrometheusUnavailable(
-                f"could not install the Debian package {PACKAGE!r} "
-                f"(apt-get exit {result.returncode}):\n{result.stdout[-2000:]}"
-            )
-        return found
-
-
-def _apt(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        ["apt-get", "-o", "DPkg::Lock::Timeout=120", *args],
-        env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"}, check=False,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600,
-    )
+    try:
+        return str(ensure_package(PACKAGE, PACKAGE))
+    except PackageUnavailable as exc:
+        raise PrometheusUnavailable(str(exc)) from None
 
 
 # ---------------------------------------------------------------------------- server

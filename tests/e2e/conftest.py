@@ -7,18 +7,15 @@ skipped without one, except in CI (RELEASE_REQUIRE_POSTGRES=1 / CI=true) where t
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import _create_database, _drop_database
+from tests.debian_packages import CHROMIUM, PackageUnavailable, ensure_package
 from tests.e2e_support import ROOT
 
-CHROMIUM = Path(os.environ.get("RELEASE_TEST_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -50,24 +47,11 @@ def artifacts_dir() -> Path:
 
 
 def ensure_chromium() -> Path:
-    """Debian's chromium at /usr/bin/chromium; installed with apt-get when missing and root."""
-    if CHROMIUM.exists():
-        return CHROMIUM
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        pytest.fail(
-            f"{CHROMIUM} is missing; install it with `sudo apt-get install -y --no-install-recommends chromium` "
-            "(or point RELEASE_TEST_CHROMIUM at a chromium binary)"
-        )
-    env = os.environ | {"DEBIAN_FRONTEND": "noninteractive"}
-    result = subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", "chromium"], check=False,
-                            capture_output=True, text=True, env=env, timeout=900)
-    if result.returncode != 0:  # the package lists may be stale on a fresh machine
-        subprocess.run(["apt-get", "update"], check=False, capture_output=True, text=True, env=env, timeout=600)
-        result = subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", "chromium"], check=False,
-                                capture_output=True, text=True, env=env, timeout=900)
-    if result.returncode != 0 or not CHROMIUM.exists():
-        pytest.fail(f"could not install chromium with apt-get:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
-    return CHROMIUM
+    """Debian's chromium at /usr/bin/chromium (RELEASE_TEST_CHROMIUM); installed with apt-get when missing and root."""
+    try:
+        return ensure_package(str(CHROMIUM), "chromium")
+    except PackageUnavailable as exc:
+        pytest.fail(f"{exc} (or point RELEASE_TEST_CHROMIUM at a chromium binary)")
 
 
 @pytest.fixture(scope="session")
