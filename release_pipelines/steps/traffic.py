@@ -12,5 +12,6 @@ def apply_weights(ctx: StepContext, platform, weights: dict[str, int], step: int
     ctx.record("traffic:start", step=step, weights=weights)
     for service, weight in weights.items():
         with_release_id(platform.set_weight, ctx)(service, weight, log=ctx.log)
-        ctx.log(f"{service}: canary weight {weight}%")
+    if weights:  # one line for the step, not one per service: each line is an event in Dagster's log
+        ctx.log("canary weight " + ", ".join(f"{service} {weight}%" for service, weight in weights.items()))
     ctx.record("traffic:done", step=step, weights=weights)

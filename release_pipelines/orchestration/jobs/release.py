@@ -41,6 +41,7 @@ from release_pipelines.orchestration.jobs.common import (
     failing_clearly,
     gate_evaluations,
     migration_materializations,
+    nothing_done,
     op_name,
     product_job,
     readiness_observation,
@@ -173,9 +174,10 @@ def _gate_op(product: Product, database: str) -> OpDefinition:
         ctx = step_context(context, product, book, release_id)
         if migration.get("skipped"):
             ctx.log(f"{database}: not part of this release")
-            return
-        with failing_clearly(ctx, f"gates on {database}"):
-            yield from gate_evaluations(ctx, database, migration.get("rows_before", {}))
+        else:
+            with failing_clearly(ctx, f"gates on {database}"):
+                yield from gate_evaluations(ctx, database, migration.get("rows_before", {}))
+        yield nothing_done()
 
     return gate
 
@@ -195,12 +197,14 @@ def _deploy_op(product: Product) -> OpDefinition:
         release = book.get(release_id)
         if service not in release.versions:
             release_log(context, release_id)(f"{service}: unchanged in this release")
+            yield nothing_done()
             return
         ctx = step_context(context, product, book, release_id)
         change = ServiceChange(service, release.versions[service], release.previous.get(service))
         with failing_clearly(ctx, f"deploy {service} {change.to_version}"):
             status = apply_deploy(ctx, release_platform.for_product(product), change)
         yield service_materialization(product, service, status, release_id, f"canary {change.to_version} deployed")
+        yield nothing_done()
 
     return deploy
 

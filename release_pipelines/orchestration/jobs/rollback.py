@@ -32,6 +32,7 @@ from release_pipelines.orchestration.jobs.common import (
     after,
     begin_step,
     failing_clearly,
+    nothing_done,
     op_name,
     product_job,
     readiness_observation,
@@ -93,19 +94,17 @@ def _revert_service_op(product: Product) -> OpDefinition:
     def revert(context: OpExecutionContext, release_id: str, release_ledger: LedgerResource,
                release_platform: PlatformResource):
         """All traffic back to the previous version; the canary (or promoted version) stopped."""
-        if release_id == NOTHING_TO_DO:
-            return
         service = service_of[context.op_handle.name]
-        step = begin_step(context, product, f"revert {service}", release_ledger, release_id, release_platform)
-        release = step.release
-        if service not in release.versions:
-            return
-        with failing_clearly(step.ctx, f"revert {service}"):
-            revert_step = blue_green_steps.compensate if blue_green_steps.is_blue_green(product.manifest, service) \
-                else compensate_deploy  # blue-green: one switch back to the warm version
-            status = revert_step(step.ctx, step.platform, service, release.versions[service],
-                                 release.previous.get(service))
-        yield service_materialization(product, service, status, release_id, "rolled back")
+        if release_id != NOTHING_TO_DO:
+            step = begin_step(context, product, f"revert {service}", release_ledger, release_id, release_platform)
+            if service in step.release.versions:
+                with failing_clearly(step.ctx, f"revert {service}"):
+                    revert_step = blue_green_steps.compensate if blue_green_steps.is_blue_green(product.manifest, service) \
+                        else compensate_deploy  # blue-green: one switch back to the warm version
+                    status = revert_step(step.ctx, step.platform, service, step.release.versions[service],
+                                         step.release.previous.get(service))
+                yield service_materialization(product, service, status, release_id, "rolled back")
+        yield nothing_done()
 
     return revert
 
@@ -115,11 +114,11 @@ def _revert_database_op(product: Product, database: str) -> OpDefinition:
         out=Out(Nothing), tags={"kind": "rollback"})
     def revert_database(context: OpExecutionContext, release_id: str, release_ledger: LedgerResource):
         """Undo this release's expand migrations as the manifest's rollback strategy says."""
-        if release_id == NOTHING_TO_DO:
-            return
-        step = begin_step(context, product, f"revert {database}", release_ledger, release_id)
-        with failing_clearly(step.ctx, f"revert {database}"):
-            migrate_steps.compensate(step.ctx, database)
+        if release_id != NOTHING_TO_DO:
+            step = begin_step(context, product, f"revert {database}", release_ledger, release_id)
+            with failing_clearly(step.ctx, f"revert {database}"):
+                migrate_steps.compensate(step.ctx, database)
+        return nothing_done()
 
     return revert_database
 
