@@ -225,6 +225,7 @@ def drop_database(url: str) -> None:
 class LoadStats:
     latencies_ms: list[float] = field(default_factory=list)
     scheduled: list[float] = field(default_factory=list)  # perf_counter of each request's start
+    kinds: list[str] = field(default_factory=list)  # "read", "update" or "insert", per request
     errors: list[str] = field(default_factory=list)
     ops: int = 0
 
@@ -251,6 +252,7 @@ class Load:
         for s in self.stats:
             merged.latencies_ms += s.latencies_ms
             merged.scheduled += s.scheduled
+            merged.kinds += s.kinds
             merged.errors += s.errors
             merged.ops += s.ops
         return merged
@@ -270,11 +272,12 @@ class Load:
             scheduled = next_at
             next_at += interval
             roll, key = rng.random(), rng.randint(1, self.rows)
+            kind = "read" if roll < 0.7 else "update" if roll < 0.9 else "insert"
             try:
-                if roll < 0.7:
+                if kind == "read":
                     cur.execute("SELECT id, a, b, note FROM accounts WHERE id = %s", (key,))
                     cur.fetchall()
-                elif roll < 0.9:
+                elif kind == "update":
                     cur.execute("UPDATE accounts SET a = a + 1 WHERE id = %s", (key,))
                 else:
                     cur.execute("INSERT INTO accounts (a, b, note) VALUES (%s, %s, 'load')", (key % 1000, key % 7))
@@ -286,6 +289,7 @@ class Load:
                     cur = conn.cursor()
             stats.latencies_ms.append((time.perf_counter() - scheduled) * 1000)
             stats.scheduled.append(scheduled)
+            stats.kinds.append(kind)
             stats.ops += 1
         conn.close()
 

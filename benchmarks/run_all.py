@@ -15,8 +15,8 @@ import time
 
 from benchmarks.common import ROOT, machine
 
-BENCHMARKS = ("orchestration_overhead", "online_migration", "gate_cost", "sensor_tick", "judge_quality",
-              "time_to_safety")
+BENCHMARKS = ("orchestration_overhead", "online_migration", "load_p99_sources", "gate_cost", "sensor_tick",
+              "judge_quality", "time_to_safety")
 
 
 def main() -> int:
