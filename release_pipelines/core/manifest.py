@@ -371,10 +371,11 @@ class AllowedSlot(Strict):
         (base 60), which pydantic would take as 00:09 UTC: refused, as is an offset of its own."""
         if isinstance(value, time) and value.tzinfo is None:
             return value
-        if not isinstance(value, str) or not re.fullmatch(r"([01]?[0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9])?", value):
+        wall = re.fullmatch(r"([01]?[0-9]|2[0-3]):([0-5][0-9])(?::([0-5][0-9]))?", value) if isinstance(value, str) else None
+        if wall is None:
             raise ValueError(f'expected a quoted wall-clock time "HH:MM" in the windows\' timezone, e.g. "09:00", '
                              f"got {value!r} (YAML reads an unquoted 9:00 as the number 540)")
-        return value
+        return time(*(int(part or 0) for part in wall.groups()))
 
     @model_validator(mode="after")
     def _ordered(self) -> AllowedSlot:

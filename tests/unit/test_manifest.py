@@ -151,5 +151,5 @@ def test_a_window_time_that_is_not_a_quoted_wall_clock_time_is_refused_by_field(
     text = MINIMAL + f"windows:\n  timezone: Europe/Berlin\n  allowed:\n    - {{days: [mon], {slot}}}\n"
     [problem] = [p for p in problems_of(text) if "windows.allowed[0].start" in p]
     assert shown in problem and '"09:00"' in problem and "m.yaml:9" in problem
-    quoted = parse_manifest(text.replace(slot, 'start: "09:00", end: "17:30"'), "m.yaml")
-    assert (quoted.windows.allowed[0].start, quoted.windows.allowed[0].end) == (time(9, 0), time(17, 30))
+    quoted = parse_manifest(text.replace(slot, 'start: "9:00", end: "17:30:15"'), "m.yaml")
+    assert (quoted.windows.allowed[0].start, quoted.windows.allowed[0].end) == (time(9, 0), time(17, 30, 15))
