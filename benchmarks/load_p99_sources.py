@@ -9,9 +9,9 @@ inserts) on a fresh copy of the table, beside each of these in turn:
   cpu hog              one process spinning outside PostgreSQL for 5 s (a busy core, no writes)
   plain UPDATE         one `UPDATE accounts SET total = a + b` (the physical limit of the write)
 
-For each: the window's length, p50/p99 of reads, updates and inserts apart, and what
-PostgreSQL wrote in the window (pg_stat_bgwriter: buffers written by backends and by the
-checkpointer, checkpoints). A row lock on the load's table or a buffer it shares would show in
+For each: the window's length, p50/p99 of reads, updates and inserts apart, what PostgreSQL
+wrote in the window (pg_stat_bgwriter: buffers written by backends and by the checkpointer,
+checkpoints), and what the load's sessions were waiting on when active (pg_stat_activity). A row lock on the load's table or a buffer it shares would show in
 "backfill" and not in "backfill elsewhere"; a busy core would show in "cpu hog".
 
     python -m benchmarks.load_p99_sources [--quick] [--rows N] [--runs R]
@@ -22,7 +22,9 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 
 import psycopg2
@@ -64,6 +66,7 @@ SCENARIOS: dict[str, tuple[list[str], Callable[[str], None]]] = {  # name -> (se
     "plain UPDATE": (["ALTER TABLE accounts ADD COLUMN total bigint"],
                      lambda url: execute(url, "UPDATE accounts SET total = a + b")),
 }
+WAITS: dict[str, Counter] = {name: Counter() for name in SCENARIOS}  # what the load waited on, by scenario
 
 
 def _written(url: str) -> tuple[int, ...]:
@@ -76,6 +79,35 @@ def _written(url: str) -> tuple[int, ...]:
         conn.close()
 
 
+class WaitSampler:
+    """What the load's sessions are doing when they are active, sampled from pg_stat_activity every
+    ~2 ms: a wait event (`IO:WALSync` is a commit waiting for the WAL's fsync) or on a CPU."""
+
+    def __init__(self, url: str):
+        self.url, self.seen = url, Counter()
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> WaitSampler:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop_event.set()
+        self.thread.join()
+
+    def _sample(self) -> None:
+        conn = psycopg2.connect(dsn(self.url))
+        conn.autocommit = True
+        cur = conn.cursor()
+        while not self.stop_event.is_set():
+            cur.execute("SELECT coalesce(wait_event_type || ':' || wait_event, 'CPU') FROM pg_stat_activity"
+                        " WHERE application_name = 'bench-load' AND state = 'active'")
+            self.seen.update(row[0] for row in cur.fetchall())
+            time.sleep(0.002)
+        conn.close()
+
+
 def measure(url: str, rows: int, name: str) -> dict[str, float]:
     """One run of a scenario on a fresh copy (`url`): the load's percentiles in the work's window."""
     setup, work = SCENARIOS[name]
@@ -84,9 +116,11 @@ def measure(url: str, rows: int, name: str) -> dict[str, float]:
     load = Load(url, rows).start()
     time.sleep(1.0)  # settle
     started = time.perf_counter()
-    work(url)
+    with WaitSampler(url) as waits:
+        work(url)
     ended = time.perf_counter()
     stats = load.stop()
+    WAITS[name].update(waits.seen)
     after = _written(url)
     inside = [(ms, kind) for at, ms, kind in zip(stats.scheduled, stats.latencies_ms, stats.kinds)
               if started <= at <= ended]
@@ -127,6 +161,10 @@ def main() -> None:
     rows = [[name, *(f"{median([r[c] for r in runs]):.2f}" for c in columns)] for name, runs in results.items()]
     print(table(["scenario", "window s", "p99 ms", *(f"{k} {q} ms" for k in KINDS for q in ("p50", "p99")),
                  "backend writes MB", "checkpoint writes MB", "checkpoints", "load errors"], rows))
+    print("the load's active sessions, share of samples (all runs):")
+    for name, seen in WAITS.items():
+        total = sum(seen.values()) or 1
+        print(f"  {name}: " + ", ".join(f"{event} {count / total:.0%}" for event, count in seen.most_common(4)))
     base = median([r["p99"] for r in results["nothing"]])
     print("summary: load p99 / baseline: " + ", ".join(
         f"{name} {median([r['p99'] for r in runs]) / base:.2f}x" for name, runs in results.items() if name != "nothing")
