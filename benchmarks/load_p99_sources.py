@@ -6,6 +6,7 @@ inserts) on a fresh copy of the table, beside each of these in turn:
   backfill             resources/backfill.py on `accounts`, the load's own table (library defaults)
   backfill, nice 1     the same with nice_ratio 1: paused after each batch for as long as it took
   backfill elsewhere   the same backfill on `other`, a copy of the table the load never touches
+  backfill, fillfactor 50  on `accounts` rewritten with half of each page free: HOT updates
   cpu hog              one process spinning outside PostgreSQL for 5 s (a busy core, no writes)
   plain UPDATE         one `UPDATE accounts SET total = a + b` (the physical limit of the write)
 
@@ -62,6 +63,8 @@ SCENARIOS: dict[str, tuple[list[str], Callable[[str], None]]] = {  # name -> (se
     "backfill elsewhere": (["CREATE TABLE other (LIKE accounts INCLUDING ALL)", "INSERT INTO other SELECT * FROM accounts",
                             "VACUUM ANALYZE other", "ALTER TABLE other ADD COLUMN total bigint"],
                            lambda url: _backfill(url, "other")),
+    "backfill, fillfactor 50": (["ALTER TABLE accounts SET (fillfactor = 50)", "VACUUM FULL accounts",
+                                 "ALTER TABLE accounts ADD COLUMN total bigint"], lambda url: _backfill(url, "accounts")),
     "cpu hog": ([], lambda url: _hog()),
     "plain UPDATE": (["ALTER TABLE accounts ADD COLUMN total bigint"],
                      lambda url: execute(url, "UPDATE accounts SET total = a + b")),
