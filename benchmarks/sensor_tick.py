@@ -6,7 +6,8 @@ RELEASE_HOME) and moves it planned -> preflight -> expanding -> canary step 0 wi
 release_pipelines.resources.ledger.Ledger. The local platform state of each product records a router, a stable
 and a canary process; their pid is this benchmark's own process, so the platform's psutil
 liveness checks run for real and pass. The router's endpoint is a real HTTP server (keep-alive)
-in a child process serving /_router/metrics from a prometheus_client registry with the router's
+in a child process serving /_router/metrics (and taking POST /_router/route, as the sensor sheds a
+canary it judges FAIL) from a prometheus_client registry with the router's
 own metrics (`resources.router`: both families and their cohort twins, same labels and buckets);
 every scrape first adds a tick's traffic (stable ~200, canary ~20 requests, 0.5 % errors,
 latency ~lognormal), so each tick adds one point to every series and the judge re-runs on the
@@ -131,6 +132,15 @@ def serve(port_file: str, count: int) -> None:
             self.wfile.flush()
             with lock:
                 self.server.router.add_traffic()
+
+        def do_POST(self) -> None:  # /_router/route: the sensor sheds a canary it judged FAIL (weight 0)
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            self.wfile.flush()
 
         def log_message(self, *_args) -> None:
             pass
