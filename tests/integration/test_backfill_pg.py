@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -17,7 +18,7 @@ import psycopg2
 import pytest
 from sqlalchemy import create_engine, event, text
 
-from release_pipelines.resources.backfill import PROGRESS_TABLE, backfill
+from release_pipelines.resources.backfill import PROGRESS_TABLE, BackfillError, backfill
 from tests.pg import connect, scalar
 
 ROWS = 60_000
@@ -203,8 +204,8 @@ def test_block_batches_are_tid_range_scans_and_sweeps_catch_rows_the_old_release
 
     @event.listens_for(engine, "before_cursor_execute")
     def keep_batches(conn, cursor, statement, parameters, context, executemany):
-        if statement.startswith("WITH changed AS (UPDATE items"):
-            batches.append(cursor.mogrify(statement, parameters).decode())
+        if statement.startswith("DO $release_backfill$"):  # the batch's UPDATE, as the DO block runs it
+            batches.append(re.search(r"UPDATE items .*?;", cursor.mogrify(statement, parameters).decode())[0])
 
     app.start()
     try:  # small paced batches: the old release moves rows out of the range meanwhile
@@ -395,3 +396,26 @@ def test_a_final_sweep_that_cannot_get_a_row_lock_falls_back_to_short_batches_an
     assert sweeps[0] == "statement" and sweeps[-1] == "statement" and "batch" in sweeps
     assert result.rows_done >= ROWS
     assert scalar(postgres_url, "SELECT count(*) FROM items WHERE doubled IS DISTINCT FROM n * 2") == 0
+
+
+@pytest.mark.postgres
+def test_block_batches_count_right_beside_a_column_named_like_their_variable(postgres_url: str) -> None:
+    """A block batch is a PL/pgSQL DO block: a table column named `_changed` (its row-count
+    variable) or `job` must still mean the column in `set_sql` / `where_sql`."""
+    conn = connect(postgres_url, autocommit=True)
+    with conn.cursor() as cur:
+        cur.execute("CREATE TABLE odd (id bigserial PRIMARY KEY, _changed int NOT NULL, job int, total int)")
+        cur.execute("INSERT INTO odd (_changed, job) SELECT g, g % 3 FROM generate_series(1, 5000) g")
+        cur.execute("VACUUM ANALYZE odd")
+    conn.close()
+    engine = create_engine(postgres_url)
+    try:
+        result = backfill(engine, table="odd", set_sql="total = _changed + job", where_sql="total IS NULL",
+                          batch_size=700, max_batch_size=700, scan="blocks")
+        with pytest.raises(BackfillError, match=re.escape("$release_backfill$")):
+            backfill(engine, table="odd", set_sql="total = 0", where_sql="total IS NULL", scan="blocks",
+                     job="odd$release_backfill$")
+    finally:
+        engine.dispose()
+    assert result.rows_done == 5000 and len(result.batch_sizes) > 5
+    assert scalar(postgres_url, "SELECT count(*) FROM odd WHERE total IS DISTINCT FROM _changed + job") == 0
