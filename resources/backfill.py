@@ -12,12 +12,11 @@ the beginning.
 On PostgreSQL each batch is one round trip and one transaction, committed by the server: a key
 batch is one statement (a CTE updates the rows, records the progress row and returns the last
 key), a block batch a DO block (the UPDATE, its row count into the progress row) and the read of
-that count. Batches are
-sized by time, as gh-ost and pt-online-schema-change size their chunks: a batch grows while it
-takes less than `target_batch_s` and shrinks when it takes longer, when another session has
-been waiting for a lock (most likely ours) or when a replica lags. The probe for those two
-signals runs at most every `probe_interval_s`, not after every batch; only sessions waiting for
-a lock the backfill holds count.
+that count. Batches are sized by time, as gh-ost and pt-online-schema-change size their chunks:
+a batch grows while it takes less than `target_batch_s` and shrinks when it takes longer, when
+another session has been waiting for a lock (most likely ours) or when a replica lags. The probe
+for those two signals runs at most every `probe_interval_s`, not after every batch; only
+sessions waiting for a lock the backfill holds count.
 
 Block ranges (`scan="auto"` on PostgreSQL 14+, a plain table and a `where_sql` that excludes
 rows done): each batch is ``UPDATE ... WHERE ctid >= '(a,0)' AND ctid < '(b,0)' AND
