@@ -9,14 +9,13 @@ so a backfill interrupted half-way (even by kill -9) resumes after the last comm
 row is deleted when the backfill completes, so a later re-run (after a downgrade) starts from
 the beginning.
 
-On PostgreSQL each batch is one round trip and one transaction, committed by the server: a key
-batch is one statement (a CTE updates the rows, records the progress row and returns the last
-key), a block batch a DO block (the UPDATE, its row count into the progress row) and the read of
-that count. Batches are sized by time, as gh-ost and pt-online-schema-change size their chunks:
-a batch grows while it takes less than `target_batch_s` and shrinks when it takes longer, when
-another session has been waiting for a lock (most likely ours) or when a replica lags. The probe
-for those two signals runs at most every `probe_interval_s`, not after every batch; only
-sessions waiting for a lock the backfill holds count.
+On PostgreSQL each batch is one round trip and one transaction, committed by the server: a DO
+block (the UPDATE, its row count into the progress row) and the read of that row. Batches are
+sized by time, as gh-ost and pt-online-schema-change size their chunks: a batch grows while it
+takes less than `target_batch_s` and shrinks when it takes longer, when another session has
+been waiting for a lock (most likely ours) or when a replica lags. The probe for those two
+signals runs at most every `probe_interval_s`, not after every batch; only sessions waiting for
+a lock the backfill holds count.
 
 Block ranges (`scan="auto"` on PostgreSQL 14+, a plain table and a `where_sql` that excludes
 rows done): each batch is ``UPDATE ... WHERE ctid >= '(a,0)' AND ctid < '(b,0)' AND
@@ -79,7 +78,7 @@ _PROBE = (
     " AND pid <> pg_backend_pid() AND pg_backend_pid() = ANY (pg_blocking_pids(pid))"
 )
 _BLOCKS = "ctid >= CAST(:lo AS tid) AND ctid < CAST(:hi AS tid)"
-_DO_TAG = "$release_backfill$"  # the dollar quote around a block batch's DO body
+_DO_TAG = "$release_backfill$"  # the dollar quote around a batch's DO body
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?$")
 
 
@@ -196,7 +195,7 @@ def backfill(
     if scan not in ("auto", "blocks", "keys"):
         raise BackfillError(f"backfill: scan={scan!r} must be 'auto', 'blocks' or 'keys'")
     job = job or f"{table}.{key}"
-    if any(_DO_TAG in value for value in (set_sql, where_sql, job)):  # it would end a block batch's DO body
+    if any(_DO_TAG in value for value in (set_sql, where_sql, job)):  # it would end a batch's DO body
         raise BackfillError(f"backfill of {table}: {_DO_TAG} may not appear in set_sql, where_sql or job")
     _check_bind(bind)
     for column, sources in (lineage or {}).items():  # {"total": ["a", "b"]}: see resources.column_lineage
@@ -474,24 +473,30 @@ def _key_range(
 def _pg_batch(
     conn: Connection, table: str, key: str, set_sql: str, where_sql: str, params: dict
 ) -> tuple[int | None, int]:
-    """One batch in one statement: next keys, UPDATE, progress row, last key."""
+    """One batch in one round trip and one transaction: a DO block takes the next `n` keys after
+    `last`, updates those rows and saves the progress row; the statement after it reads the last
+    key and the count back (as the block batch, without materialising the changed rows). No key
+    left: nothing is written and None comes back."""
     row = conn.execute(
         text(
-            f"WITH batch AS (SELECT {key} FROM {table} WHERE {key} > :last AND {key} <= :upper"
-            f" ORDER BY {key} LIMIT :n),"
-            " bounds AS (SELECT max(" + key + ") AS release_upto FROM batch),"
-            f" changed AS (UPDATE {table} SET {set_sql} WHERE {key} > :last"
-            f" AND {key} <= (SELECT release_upto FROM bounds) AND ({where_sql}) RETURNING 1),"
-            f" saved AS (INSERT INTO {PROGRESS_TABLE} (job, last_key, upper_key, rows_done)"
-            " SELECT :job, release_upto, :upper, :done + (SELECT count(*) FROM changed) FROM bounds"
-            " WHERE release_upto IS NOT NULL"
+            f"DO {_DO_TAG} DECLARE release_upto_ bigint; release_changed_ bigint; BEGIN"
+            f" SELECT max({key}) INTO release_upto_ FROM (SELECT {key} FROM {table}"
+            f" WHERE {key} > :last AND {key} <= :upper ORDER BY {key} LIMIT :n) AS batch;"
+            " IF release_upto_ IS NOT NULL THEN"
+            f" UPDATE {table} SET {set_sql} WHERE {key} > :last AND {key} <= release_upto_ AND ({where_sql});"
+            " GET DIAGNOSTICS release_changed_ = ROW_COUNT;"
+            f" INSERT INTO {PROGRESS_TABLE} (job, last_key, upper_key, rows_done)"
+            " VALUES (:job, release_upto_, :upper, :done + release_changed_)"
             " ON CONFLICT (job) DO UPDATE SET last_key = excluded.last_key,"
-            " rows_done = excluded.rows_done, updated_at = CURRENT_TIMESTAMP)"
-            " SELECT (SELECT release_upto FROM bounds), (SELECT count(*) FROM changed)"
+            " rows_done = excluded.rows_done, updated_at = CURRENT_TIMESTAMP;"
+            " END IF;"
+            f" END {_DO_TAG}; SELECT last_key, rows_done FROM {PROGRESS_TABLE} WHERE job = :job"
         ),
         params,
-    ).one()
-    return (None if row[0] is None else int(row[0])), int(row[1])
+    ).first()
+    if row is None or row[0] is None or int(row[0]) <= int(params["last"]):  # no key after `last`
+        return None, 0
+    return int(row[0]), int(row[1]) - int(params["done"])
 
 
 def _portable_batch(

@@ -399,8 +399,9 @@ def test_a_final_sweep_that_cannot_get_a_row_lock_falls_back_to_short_batches_an
 
 
 @pytest.mark.postgres
-def test_block_batches_count_right_beside_a_column_named_like_their_variable(postgres_url: str) -> None:
-    """A block batch is a PL/pgSQL DO block: a table column named `_changed` (its row-count
+@pytest.mark.parametrize("scan", ["blocks", "keys"])
+def test_batches_count_right_beside_a_column_named_like_their_variable(postgres_url: str, scan: str) -> None:
+    """A batch is a PL/pgSQL DO block: a table column named `_changed` (the block batch's row-count
     variable) or `job` must still mean the column in `set_sql` / `where_sql`."""
     conn = connect(postgres_url, autocommit=True)
     with conn.cursor() as cur:
@@ -411,9 +412,9 @@ def test_block_batches_count_right_beside_a_column_named_like_their_variable(pos
     engine = create_engine(postgres_url)
     try:
         result = backfill(engine, table="odd", set_sql="total = _changed + job", where_sql="total IS NULL",
-                          batch_size=700, max_batch_size=700, scan="blocks")
+                          batch_size=700, max_batch_size=700, scan=scan)
         with pytest.raises(BackfillError, match=re.escape("$release_backfill$")):
-            backfill(engine, table="odd", set_sql="total = 0", where_sql="total IS NULL", scan="blocks",
+            backfill(engine, table="odd", set_sql="total = 0", where_sql="total IS NULL", scan=scan,
                      job="odd$release_backfill$")
     finally:
         engine.dispose()
