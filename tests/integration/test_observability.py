@@ -78,6 +78,8 @@ def test_release_id_correlates_runs_logs_router_requests_and_readiness(make_shop
                 if e.dagster_event is None and e.user_message]
     own = [m for m in messages if "canary weight" in m or "runs as canary" in m or "plan:" in m]
     assert own and all(m.startswith(prefix) for m in own), own
+    # no event that says nothing: ops give their Nothing outputs explicitly (jobs/common.nothing_done)
+    assert not [m for m in messages if "Emitting implicit Nothing" in m]
 
     # readiness when the release entered canary
     [ready] = observations(result, "start_canary", ["releases", "shop"])
