@@ -401,8 +401,8 @@ def test_a_final_sweep_that_cannot_get_a_row_lock_falls_back_to_short_batches_an
 @pytest.mark.postgres
 @pytest.mark.parametrize("scan", ["blocks", "keys"])
 def test_batches_count_right_beside_a_column_named_like_their_variable(postgres_url: str, scan: str) -> None:
-    """A batch is a PL/pgSQL DO block: a table column named `_changed` (the block batch's row-count
-    variable) or `job` must still mean the column in `set_sql` / `where_sql`."""
+    """A batch is a PL/pgSQL DO block with its own variables and parameters: columns named like
+    them (`_changed`, `job`) must still mean the column in `set_sql` / `where_sql`."""
     conn = connect(postgres_url, autocommit=True)
     with conn.cursor() as cur:
         cur.execute("CREATE TABLE odd (id bigserial PRIMARY KEY, _changed int NOT NULL, job int, total int)")
