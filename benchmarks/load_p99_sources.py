@@ -69,7 +69,6 @@ SCENARIOS: dict[str, tuple[list[str], Callable[[str], None]]] = {  # name -> (se
     "plain UPDATE": (["ALTER TABLE accounts ADD COLUMN total bigint"],
                      lambda url: execute(url, "UPDATE accounts SET total = a + b")),
 }
-WAITS: dict[str, Counter] = {name: Counter() for name in SCENARIOS}  # what the load waited on, by scenario
 
 
 def _written(url: str) -> tuple[int, ...]:
@@ -111,8 +110,9 @@ class WaitSampler:
         conn.close()
 
 
-def measure(url: str, rows: int, name: str) -> dict[str, float]:
-    """One run of a scenario on a fresh copy (`url`): the load's percentiles in the work's window."""
+def measure(url: str, rows: int, name: str) -> tuple[dict[str, float], Counter]:
+    """One run of a scenario on a fresh copy (`url`): the load's percentiles in the work's window,
+    and what its active sessions were doing (samples by wait event)."""
     setup, work = SCENARIOS[name]
     execute(url, *setup, "CHECKPOINT")  # every run starts with no dirty buffers of the set-up
     before = _written(url)
@@ -123,7 +123,6 @@ def measure(url: str, rows: int, name: str) -> dict[str, float]:
         work(url)
     ended = time.perf_counter()
     stats = load.stop()
-    WAITS[name].update(waits.seen)
     after = _written(url)
     inside = [(ms, kind) for at, ms, kind in zip(stats.scheduled, stats.latencies_ms, stats.kinds)
               if started <= at <= ended]
@@ -134,7 +133,7 @@ def measure(url: str, rows: int, name: str) -> dict[str, float]:
         result[f"{kind} p50"], result[f"{kind} p99"] = percentile(ms, 50), percentile(ms, 99)
     result["backend writes MB"], result["checkpoint writes MB"], result["checkpoints"] = (
         (after[0] - before[0]) * 8 / 1024, (after[1] - before[1]) * 8 / 1024, after[2] - before[2])
-    return result
+    return result, waits.seen
 
 
 def main() -> None:
@@ -149,6 +148,7 @@ def main() -> None:
     print_header("What raises the load's p99 during a backfill",
                  f"{args.rows:,} rows; medians of {args.runs} runs per scenario, scenarios interleaved")
     results: dict[str, list[dict[str, float]]] = {name: [] for name in SCENARIOS}
+    waits: dict[str, Counter] = {name: Counter() for name in SCENARIOS}
     with scratch_database("p99src") as template:
         build_template(template, args.rows)
         copy = make_url(template).set(database=f"{make_url(template).database}_c").render_as_string(hide_password=False)
@@ -156,7 +156,9 @@ def main() -> None:
             for name in SCENARIOS:
                 copy_database(copy, template)
                 try:
-                    results[name].append(measure(copy, args.rows, name))
+                    result, seen = measure(copy, args.rows, name)
+                    results[name].append(result)
+                    waits[name].update(seen)
                 finally:
                     drop_database(copy)
     columns = ["seconds", "p99", *(f"{k} {q}" for k in KINDS for q in ("p50", "p99")),
@@ -165,7 +167,7 @@ def main() -> None:
     print(table(["scenario", "window s", "p99 ms", *(f"{k} {q} ms" for k in KINDS for q in ("p50", "p99")),
                  "backend writes MB", "checkpoint writes MB", "checkpoints", "load errors"], rows))
     print("the load's active sessions, share of samples (all runs):")
-    for name, seen in WAITS.items():
+    for name, seen in waits.items():
         total = sum(seen.values()) or 1
         print(f"  {name}: " + ", ".join(f"{event} {count / total:.0%}" for event, count in seen.most_common(4)))
     base = median([r["p99"] for r in results["nothing"]])

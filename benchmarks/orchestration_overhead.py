@@ -195,10 +195,9 @@ def _instance(root: Path, name: str):
     return DagsterInstance.from_config(str(home))
 
 
-RECORDS: dict[str, int] = {}  # event-log records of one in-memory run: "release", "bare"
-
-
-def measure_release(services: int, runs: int, mp_services: int, mp_methods: list[str], root: Path) -> dict[str, Clock]:
+def measure_release(services: int, runs: int, mp_services: int, mp_methods: list[str],
+                    root: Path) -> tuple[dict[str, Clock], dict[str, int]]:
+    """Clocks by run kind, and the event-log records one in-memory run writes ("release", "bare")."""
     from dagster import DagsterInstance
 
     from release_pipelines.orchestration.definitions import build_definitions
@@ -226,7 +225,7 @@ def measure_release(services: int, runs: int, mp_services: int, mp_methods: list
     # warm-up (first-call imports and caches), and the event-log records one run of each writes
     warm = job.execute_in_process(run_config=_run_config(product), instance=ephemeral)
     warm_bare = bare(ephemeral)()
-    RECORDS.update(release=len(ephemeral.all_logs(warm.run_id)), bare=len(ephemeral.all_logs(warm_bare.run_id)))
+    records = {"release": len(ephemeral.all_logs(warm.run_id)), "bare": len(ephemeral.all_logs(warm_bare.run_id))}
     for _ in range(runs):
         for name, fn in (("loop", lambda: plain_loop(product)), ("ephemeral", release(ephemeral)),
                          ("sqlite", release(sqlite))):
@@ -251,7 +250,7 @@ def measure_release(services: int, runs: int, mp_services: int, mp_methods: list
             _check_canary(mp_services)
         mp_instance.dispose()
     sqlite.dispose()
-    return clocks
+    return clocks, records
 
 
 def measure_load(runs: int, root: Path) -> dict[str, Clock]:
@@ -309,7 +308,8 @@ def _restoring_env(fn):
             os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
 
 
-def _print_steps(clocks: dict[str, Clock], services: int, mp_services: int, mp_methods: list[str]) -> str:
+def _print_steps(clocks: dict[str, Clock], records: dict[str, int], services: int, mp_services: int,
+                 mp_methods: list[str]) -> str:
     steps, mp_steps = services + 2, mp_services + 2
     loop_w, loop_c = median(clocks["loop"].wall), median(clocks["loop"].cpu)
     rows = [["plain loop (same step functions)", services, f"{loop_w:.2f}", f"{loop_c:.2f}", "", "", ""]]
@@ -336,12 +336,12 @@ def _print_steps(clocks: dict[str, Clock], services: int, mp_services: int, mp_m
                          f"<= {GOAL_MP_STEP_MS:.0f} ms: {verdict(per_step[method] <= GOAL_MP_STEP_MS)}"])
     print(table(["run", "services", "wall s", "CPU s", "Dagster ms/step wall / CPU", "vs bare chain wall / CPU",
                  f"goal (CPU <= {GOAL_STEP_RATIO}x)"], rows))
-    if RECORDS:  # what each step writes to the run's event log, and Dagster's CPU per record
-        over_c = (median(clocks["ephemeral"].cpu) - loop_c) * 1000
-        bare_c = median(clocks["bare_ephemeral"].cpu) * 1000
-        print(f"event-log records per step, in-memory instance: release job {RECORDS['release'] / steps:.1f}, "
-              f"bare chain {RECORDS['bare'] / steps:.1f}; Dagster CPU per record {over_c / RECORDS['release']:.2f} ms "
-              f"vs {bare_c / RECORDS['bare']:.2f} ms")
+    # what each step writes to the run's event log, and Dagster's CPU per record
+    over_c = (median(clocks["ephemeral"].cpu) - loop_c) * 1000
+    bare_c = median(clocks["bare_ephemeral"].cpu) * 1000
+    print(f"event-log records per step, in-memory instance: release job {records['release'] / steps:.1f}, "
+          f"bare chain {records['bare'] / steps:.1f}; Dagster CPU per record {over_c / records['release']:.2f} ms "
+          f"vs {bare_c / records['bare']:.2f} ms")
     return (f"in-process overhead vs bare chain (CPU) {ratios['ephemeral'][1]:.2f}x in memory, "
             f"{ratios['sqlite'][1]:.2f}x SQLite" + "".join(f"; multiprocess {m} {v:.0f} ms/step"
                                                            for m, v in per_step.items()))
@@ -370,9 +370,9 @@ def main() -> None:
             f"{mp_services} services, one run per start method ({', '.join(mp_methods)}), max_concurrent 2; "
             f"definitions load: {load_runs} fresh interpreters per shape",
         )
-        clocks = _restoring_env(lambda: measure_release(services, runs, mp_services, mp_methods, root))
+        clocks, records = _restoring_env(lambda: measure_release(services, runs, mp_services, mp_methods, root))
         load = _restoring_env(lambda: measure_load(load_runs, root))
-    steps = _print_steps(clocks, services, mp_services, mp_methods)
+    steps = _print_steps(clocks, records, services, mp_services, mp_methods)
     print()
     print(f"\nsummary: {steps}; {_print_load(load)} ({time.monotonic() - started:.0f} s)")
 

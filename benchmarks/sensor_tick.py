@@ -124,19 +124,16 @@ def serve(port_file: str, count: int) -> None:
         def do_GET(self) -> None:
             with lock:
                 body = generate_latest(self.server.router.registry)
-            self.send_response(200)
-            self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-            self.wfile.flush()
+            self._reply(body, "text/plain; version=0.0.4; charset=utf-8")
             with lock:
                 self.server.router.add_traffic()
 
         def do_POST(self) -> None:  # /_router/route: the sensor sheds a canary it judged FAIL (weight 0)
-            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self._reply(self.rfile.read(int(self.headers.get("Content-Length") or 0)), "application/json")
+
+        def _reply(self, body: bytes, content_type: str) -> None:
             self.send_response(200)
-            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)

@@ -95,15 +95,15 @@ def _revert_service_op(product: Product) -> OpDefinition:
                release_platform: PlatformResource):
         """All traffic back to the previous version; the canary (or promoted version) stopped."""
         service = service_of[context.op_handle.name]
-        if release_id != NOTHING_TO_DO:
-            step = begin_step(context, product, f"revert {service}", release_ledger, release_id, release_platform)
-            if service in step.release.versions:
-                with failing_clearly(step.ctx, f"revert {service}"):
-                    revert_step = blue_green_steps.compensate if blue_green_steps.is_blue_green(product.manifest, service) \
-                        else compensate_deploy  # blue-green: one switch back to the warm version
-                    status = revert_step(step.ctx, step.platform, service, step.release.versions[service],
-                                         step.release.previous.get(service))
-                yield service_materialization(product, service, status, release_id, "rolled back")
+        step = None if release_id == NOTHING_TO_DO else \
+            begin_step(context, product, f"revert {service}", release_ledger, release_id, release_platform)
+        if step is not None and service in step.release.versions:
+            with failing_clearly(step.ctx, f"revert {service}"):
+                revert_step = blue_green_steps.compensate if blue_green_steps.is_blue_green(product.manifest, service) \
+                    else compensate_deploy  # blue-green: one switch back to the warm version
+                status = revert_step(step.ctx, step.platform, service, step.release.versions[service],
+                                     step.release.previous.get(service))
+            yield service_materialization(product, service, status, release_id, "rolled back")
         yield nothing_done()
 
     return revert
