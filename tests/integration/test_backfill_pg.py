@@ -24,10 +24,6 @@ from tests.pg import connect, scalar
 ROWS = 60_000
 
 
-
-
-
-
 def make_items(url: str, rows: int = ROWS) -> None:
     conn = connect(url, autocommit=True)
     with conn.cursor() as cur:
@@ -230,6 +226,28 @@ def test_block_batches_are_tid_range_scans_and_sweeps_catch_rows_the_old_release
         plan = "\n".join(r[0] for r in conn.exec_driver_sql("EXPLAIN " + batches[0]))
     engine.dispose()
     assert "Tid Range Scan on items" in plan, plan
+
+
+@pytest.mark.postgres
+def test_block_ranges_no_row_escaped_end_with_a_count_and_no_sweep(postgres_url: str) -> None:
+    """Nobody moved a row out of the range: the count after it finds none left, and no sweep
+    (an UPDATE reading the whole table) runs. The sweep tests below see it run when rows did."""
+    make_items(postgres_url)
+    engine = create_engine(postgres_url)
+    statements: list[str] = []
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def keep_statements(conn, cursor, statement, parameters, context, executemany):
+        statements.append(statement)
+
+    try:
+        result = backfill(engine, table="items", set_sql="doubled = n * 2", where_sql="doubled IS NULL")
+    finally:
+        engine.dispose()
+    assert result.rows_done == ROWS and [name for name, _ in result.phases_s] == ["start", "blocks", "sweep"]
+    assert any("SELECT count(*) FROM items WHERE (doubled IS NULL)" in s for s in statements)
+    assert not [s for s in statements if s.startswith("UPDATE items")]
+    assert scalar(postgres_url, "SELECT count(*) FROM items WHERE doubled IS DISTINCT FROM n * 2") == 0
 
 
 @pytest.mark.postgres
