@@ -5,9 +5,11 @@ inserts) on a fresh copy of the table, beside each of these in turn:
   nothing              the baseline, 10 s
   backfill             resources/backfill.py on `accounts`, the load's own table (library defaults)
   backfill, nice 1     the same with nice_ratio 1: paused after each batch for as long as it took
+  backfill, a tenth    10 ms batches, each followed by a pause 9 times as long (nice_ratio 9)
   backfill elsewhere   the same backfill on `other`, a copy of the table the load never touches
   backfill, fillfactor 50  on `accounts` rewritten with half of each page free: HOT updates
   cpu hog              one process spinning outside PostgreSQL for 5 s (a busy core, no writes)
+  second load          a second copy of the load for 10 s (the application's own traffic doubled)
   plain UPDATE         one `UPDATE accounts SET total = a + b` (the physical limit of the write)
 
 For each: the window's length, p50/p99 of reads, updates and inserts apart, what PostgreSQL
@@ -42,12 +44,18 @@ KINDS = ("read", "update", "insert")
 BGWRITER = ("SELECT buffers_backend, buffers_checkpoint, checkpoints_req + checkpoints_timed FROM pg_stat_bgwriter")
 
 
-def _backfill(url: str, table_name: str, nice_ratio: float = 0.0) -> None:
+def _backfill(url: str, table_name: str, **pacing: float) -> None:
     engine = create_engine(url)
     try:
-        backfill(engine, table=table_name, set_sql="total = a + b", where_sql="total IS NULL", nice_ratio=nice_ratio)
+        backfill(engine, table=table_name, set_sql="total = a + b", where_sql="total IS NULL", **pacing)
     finally:
         engine.dispose()
+
+
+def _second_load(url: str, rows: int) -> None:
+    load = Load(url, rows, seed=100).start()
+    time.sleep(BASELINE_S)
+    load.stop()
 
 
 def _hog() -> None:
@@ -55,19 +63,22 @@ def _hog() -> None:
     subprocess.run([sys.executable, "-c", spin], check=True)
 
 
-SCENARIOS: dict[str, tuple[list[str], Callable[[str], None]]] = {  # name -> (set-up statements, the work)
-    "nothing": ([], lambda url: time.sleep(BASELINE_S)),
-    "backfill": (["ALTER TABLE accounts ADD COLUMN total bigint"], lambda url: _backfill(url, "accounts")),
+SCENARIOS: dict[str, tuple[list[str], Callable[[str, int], None]]] = {  # name -> (set-up statements, the work(url, rows))
+    "nothing": ([], lambda url, rows: time.sleep(BASELINE_S)),
+    "backfill": (["ALTER TABLE accounts ADD COLUMN total bigint"], lambda url, rows: _backfill(url, "accounts")),
     "backfill, nice 1": (["ALTER TABLE accounts ADD COLUMN total bigint"],
-                         lambda url: _backfill(url, "accounts", nice_ratio=1.0)),
+                         lambda url, rows: _backfill(url, "accounts", nice_ratio=1.0)),
+    "backfill, a tenth": (["ALTER TABLE accounts ADD COLUMN total bigint"],
+                          lambda url, rows: _backfill(url, "accounts", target_batch_s=0.01, batch_size=3000, nice_ratio=9.0)),
     "backfill elsewhere": (["CREATE TABLE other (LIKE accounts INCLUDING ALL)", "INSERT INTO other SELECT * FROM accounts",
                             "VACUUM ANALYZE other", "ALTER TABLE other ADD COLUMN total bigint"],
-                           lambda url: _backfill(url, "other")),
+                           lambda url, rows: _backfill(url, "other")),
     "backfill, fillfactor 50": (["ALTER TABLE accounts SET (fillfactor = 50)", "VACUUM FULL accounts",
-                                 "ALTER TABLE accounts ADD COLUMN total bigint"], lambda url: _backfill(url, "accounts")),
-    "cpu hog": ([], lambda url: _hog()),
+                                 "ALTER TABLE accounts ADD COLUMN total bigint"], lambda url, rows: _backfill(url, "accounts")),
+    "cpu hog": ([], lambda url, rows: _hog()),
+    "second load": ([], lambda url, rows: _second_load(url, rows)),
     "plain UPDATE": (["ALTER TABLE accounts ADD COLUMN total bigint"],
-                     lambda url: execute(url, "UPDATE accounts SET total = a + b")),
+                     lambda url, rows: execute(url, "UPDATE accounts SET total = a + b")),
 }
 
 
@@ -120,7 +131,7 @@ def measure(url: str, rows: int, name: str) -> tuple[dict[str, float], Counter]:
     time.sleep(1.0)  # settle
     started = time.perf_counter()
     with WaitSampler(url) as waits:
-        work(url)
+        work(url, rows)
     ended = time.perf_counter()
     stats = load.stop()
     after = _written(url)
