@@ -205,7 +205,7 @@ def backfill(
     started = time.monotonic()
     is_postgres = bind.dialect.name == "postgresql"
     sizer = BatchSizer(
-        max(min_batch_size, batch_size), target_batch_s, min_batch_size, max_batch_size
+        min(max_batch_size, max(min_batch_size, batch_size)), target_batch_s, min_batch_size, max_batch_size
     )
     sizes: list[int] = []
     with _autocommit(bind) as conn:

@@ -438,3 +438,39 @@ def test_batches_count_right_beside_a_column_named_like_their_variable(postgres_
         engine.dispose()
     assert result.rows_done == 5000 and len(result.batch_sizes) > 5
     assert scalar(postgres_url, "SELECT count(*) FROM odd WHERE total IS DISTINCT FROM _changed + job") == 0
+
+
+@pytest.mark.postgres
+def test_both_scans_fill_a_column_of_optunas_published_schema(postgres_url: str) -> None:
+    """Material we did not write: the RDB schema optuna (from PyPI) creates and fills through its
+    own storage. A new column of `trial_params` is filled by block ranges (ending with the count,
+    no sweep), another by key ranges on its `param_id`; every row right."""
+    optuna = pytest.importorskip("optuna")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = optuna.storages.RDBStorage(postgres_url)
+    study = optuna.create_study(storage=storage, study_name="backfill")
+    study.optimize(lambda t: t.suggest_float("x", -10, 10) ** 2 + t.suggest_int("n", 0, 9), n_trials=150)
+    storage.engine.dispose()
+    conn = connect(postgres_url, autocommit=True)
+    with conn.cursor() as cur:
+        cur.execute("ALTER TABLE trial_params ADD COLUMN doubled float8, ADD COLUMN kind text")
+    conn.close()
+    engine = create_engine(postgres_url)
+    statements: list[str] = []
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def keep_statements(conn, cursor, statement, parameters, context, executemany):
+        statements.append(statement)
+
+    try:
+        blocks = backfill(engine, table="trial_params", set_sql="doubled = param_value * 2",
+                          where_sql="doubled IS NULL", key="param_id", max_batch_size=100)
+        keys = backfill(engine, table="trial_params", set_sql="kind = param_name || ':' || trial_id",
+                        where_sql="kind IS NULL", key="param_id", scan="keys", max_batch_size=100)
+    finally:
+        engine.dispose()
+    assert blocks.rows_done == keys.rows_done == 300 and keys.batch_sizes == (100, 100, 100)  # max_batch_size holds from the first
+    assert [name for name, _ in blocks.phases_s] == ["start", "blocks", "sweep"]
+    assert not [s for s in statements if s.startswith("UPDATE trial_params")]  # no sweep was needed
+    assert scalar(postgres_url, "SELECT count(*) FROM trial_params WHERE doubled IS DISTINCT FROM"
+                  " param_value * 2 OR kind IS DISTINCT FROM param_name || ':' || trial_id") == 0
