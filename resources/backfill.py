@@ -352,7 +352,7 @@ def _choose_unit(conn: Connection, table: str, where_sql: str, scan: str) -> str
 def _rows_left(conn: Connection, table: str, where_sql: str) -> int:
     """Rows `where_sql` still selects once the block range is done, counted in one snapshot by a
     read (parallel where the server allows; ~2.5x faster than the UPDATE sweep reading the same
-    table, which cannot be parallel). None means no sweep is needed: a row the application moved
+    table, which cannot be parallel). Zero means no sweep is needed: a row the application moved
     out of the range stays unfilled in every later version - its newest committed version is in
     the snapshot, and one still being written has its previous version there - so it would be
     counted. Rows inserted after the start are not the backfill's (see the module's note)."""

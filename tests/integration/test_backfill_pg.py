@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 
+import optuna
 import psycopg2
 import pytest
 from sqlalchemy import create_engine, event, text
@@ -31,6 +32,13 @@ def make_items(url: str, rows: int = ROWS) -> None:
         cur.execute(f"INSERT INTO items (n) SELECT g FROM generate_series(1, {rows}) g")
         cur.execute("VACUUM ANALYZE items")
     conn.close()
+
+
+def record_statements(engine) -> list[str]:
+    """The SQL `engine` sends from now on, in order."""
+    statements: list[str] = []
+    event.listen(engine, "before_cursor_execute", lambda conn, cursor, statement, *_: statements.append(statement))
+    return statements
 
 
 class Application(threading.Thread):
@@ -234,12 +242,7 @@ def test_block_ranges_no_row_escaped_end_with_a_count_and_no_sweep(postgres_url:
     (an UPDATE reading the whole table) runs. The sweep tests below see it run when rows did."""
     make_items(postgres_url)
     engine = create_engine(postgres_url)
-    statements: list[str] = []
-
-    @event.listens_for(engine, "before_cursor_execute")
-    def keep_statements(conn, cursor, statement, parameters, context, executemany):
-        statements.append(statement)
-
+    statements = record_statements(engine)
     try:
         result = backfill(engine, table="items", set_sql="doubled = n * 2", where_sql="doubled IS NULL")
     finally:
@@ -445,7 +448,6 @@ def test_both_scans_fill_a_column_of_optunas_published_schema(postgres_url: str)
     """Material we did not write: the RDB schema optuna (from PyPI) creates and fills through its
     own storage. A new column of `trial_params` is filled by block ranges (ending with the count,
     no sweep), another by key ranges on its `param_id`; every row right."""
-    optuna = pytest.importorskip("optuna")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = optuna.storages.RDBStorage(postgres_url)
     study = optuna.create_study(storage=storage, study_name="backfill")
@@ -456,12 +458,7 @@ def test_both_scans_fill_a_column_of_optunas_published_schema(postgres_url: str)
         cur.execute("ALTER TABLE trial_params ADD COLUMN doubled float8, ADD COLUMN kind text")
     conn.close()
     engine = create_engine(postgres_url)
-    statements: list[str] = []
-
-    @event.listens_for(engine, "before_cursor_execute")
-    def keep_statements(conn, cursor, statement, parameters, context, executemany):
-        statements.append(statement)
-
+    statements = record_statements(engine)
     try:
         blocks = backfill(engine, table="trial_params", set_sql="doubled = param_value * 2",
                           where_sql="doubled IS NULL", key="param_id", max_batch_size=100)

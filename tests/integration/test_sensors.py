@@ -83,7 +83,8 @@ def test_healthy_canary_is_promoted_and_waiting_is_explained(installed) -> None:
     assert not first.run_requests and "step 0" in first.skip_message  # says why it waits
     result, _ = tick_until_decision(shop, "catalog")
     [request] = result.run_requests
-    assert (request.job_name, request.run_key) == ("shop_promote", f"{release.id}:0:promote")
+    verdicts = [e.payload for e in shop.ledger.events(release.id) if e.kind == "verdict"]
+    assert (request.job_name, request.run_key) == ("shop_promote", f"{release.id}:0:promote"), verdicts
     assert request.run_config["ops"]["promote_step"]["config"]["expected_step"] == 0
 
 
