@@ -53,6 +53,8 @@ def _backfill(url: str, table_name: str, **pacing: float) -> None:
 
 
 def _second_load(url: str, rows: int) -> None:
+    """The load again, beside the measured one: only the first's latencies count; the wait sampler
+    sees both (the same application_name)."""
     load = Load(url, rows, seed=100).start()
     time.sleep(BASELINE_S)
     load.stop()
