@@ -113,6 +113,9 @@ class BatchSizer:
     min_size: int
     max_size: int
 
+    def __post_init__(self) -> None:
+        self.size = max(self.min_size, min(self.max_size, self.size))  # the first batch too
+
     def after_batch(self, seconds: float) -> None:
         factor = min(2.0, max(0.25, self.target_s / max(seconds, 1e-4)))
         self.size = max(self.min_size, min(self.max_size, int(self.size * factor)))
@@ -204,9 +207,7 @@ def backfill(
         declare_column_lineage(table, column, sources, lineage_kind)
     started = time.monotonic()
     is_postgres = bind.dialect.name == "postgresql"
-    sizer = BatchSizer(
-        min(max_batch_size, max(min_batch_size, batch_size)), target_batch_s, min_batch_size, max_batch_size
-    )
+    sizer = BatchSizer(batch_size, target_batch_s, min_batch_size, max_batch_size)
     sizes: list[int] = []
     with _autocommit(bind) as conn:
         _ensure_progress_table(conn)
@@ -232,11 +233,17 @@ def backfill(
         rows_per_block = _rows_per_block(conn, table) if unit != "keys" else 1.0
         next_probe = time.monotonic() + probe_interval_s
 
-        def fill(unit: str, last: int, upper: int | None) -> int:
+        def report() -> None:
+            if progress:
+                progress(rows_done, rows_total)
+            if (reporter := progress_reporter.get()) is not None:
+                reporter(job, rows_done, rows_total)
+
+        def fill(unit: str, last: int, upper: int | None) -> None:
             """Batches from after `last` up to `upper` (keys) or from block `last` to `upper`
-            (blocks, sweep); returns the rows changed."""
+            (blocks, sweep)."""
             nonlocal rows_done, next_probe
-            changed_here, delay = 0, sleep_s
+            delay = sleep_s
             while upper is not None and last < upper:
                 params = {"job": job, "last": last, "upper": upper, "done": rows_done, "unit": unit}
                 for attempt in range(max_lock_retries + 1):
@@ -269,12 +276,8 @@ def backfill(
                 batch_s = time.monotonic() - batch_started
                 sizer.after_batch(batch_s)
                 rows_done += changed
-                changed_here += changed
                 last = upto
-                if progress:
-                    progress(rows_done, rows_total)
-                if (reporter := progress_reporter.get()) is not None:
-                    reporter(job, rows_done, rows_total)
+                report()
                 delay = sleep_s + nice_ratio * batch_s
                 if is_postgres and time.monotonic() >= next_probe:
                     lock_wait_s, lag_s = conn.execute(text(_PROBE)).one()
@@ -284,18 +287,15 @@ def backfill(
                     next_probe = time.monotonic() + probe_interval_s
                 if delay:
                     time.sleep(delay)
-            return changed_here
 
-        phases = [("start", time.monotonic() - started)]
-        fill(unit, last, upper)
-        phases.append((unit if unit != "sweep" else "blocks", time.monotonic() - started))
-        if unit != "keys" and _rows_left(conn, table, where_sql):
-            for attempt in range(max_sweeps):
+        def sweep() -> int:
+            """`_final_sweep`, at most `max_sweeps` times; returns the rows it changed."""
+            attempt = 1
+            while True:
                 try:
-                    swept = _final_sweep(conn, table, set_sql, where_sql)
-                    break
+                    return _final_sweep(conn, table, set_sql, where_sql)
                 except Exception as exc:
-                    if not is_retryable(exc) or attempt == max_sweeps - 1:
+                    if not is_retryable(exc) or attempt >= max_sweeps:
                         raise BackfillError(
                             f"backfill {job} of {table}: the final sweep stopped "
                             f"({rows_done}/{rows_total} rows): {type(exc).__name__}: "
@@ -304,12 +304,17 @@ def backfill(
                 # A lock it could not get: fill what the sweep would in short transactions, so
                 # the next attempt has (and locks) fewer rows.
                 fill("sweep", 0, _relation_blocks(conn, table))
-            rows_done += swept
-            if swept and progress:
-                progress(rows_done, rows_total)
-            if swept and (reporter := progress_reporter.get()) is not None:
-                reporter(job, rows_done, rows_total)
+                attempt += 1
+
+        phases = [("start", time.monotonic() - started)]
+        fill(unit, last, upper)
+        # unit "sweep": resumed in the batched sweep (its batches saved that unit)
+        phases.append(("blocks" if unit == "sweep" else unit, time.monotonic() - started))
         if unit != "keys":
+            if _rows_left(conn, table, where_sql):
+                swept = sweep()  # (its batched fallback adds to rows_done: read it after)
+                rows_done += swept
+                report()
             phases.append(("sweep", time.monotonic() - started))
         conn.execute(text(f"DELETE FROM {PROGRESS_TABLE} WHERE job = :job"), {"job": job})
     return BackfillResult(
