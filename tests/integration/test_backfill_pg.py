@@ -420,6 +420,49 @@ def test_a_final_sweep_that_cannot_get_a_row_lock_falls_back_to_short_batches_an
 
 
 @pytest.mark.postgres
+def test_a_backfill_stopped_in_its_batched_sweep_resumes_there_and_ends_with_the_count(
+    postgres_url: str,
+) -> None:
+    """Stopped after a batch of the batched sweep (the progress row then says unit "sweep"), the
+    next run resumes that sweep, counts what is left and finishes; its phases still read start,
+    blocks, sweep."""
+    make_items(postgres_url)
+    x, holder = ROWS // 2, connect(postgres_url)
+    swept_batches: list[int] = []
+
+    def stop_in_the_batched_sweep(done: int, total: int) -> None:
+        if not holder.get_transaction_status() and not swept_batches:  # after the first batch
+            mover = connect(postgres_url, autocommit=True)
+            mover.cursor().execute("UPDATE items SET n = n + 1 WHERE id = %s", (x,))
+            mover.close()  # moved past the range, then locked: the one-statement sweep gives up
+            holder.cursor().execute("SELECT 1 FROM items WHERE id = %s FOR UPDATE", (x,))
+        if swept_batches:
+            raise KeyboardInterrupt  # an operator's Ctrl-C after the first batch of the batched sweep
+
+    engine = create_engine(postgres_url, connect_args={"options": "-c lock_timeout=100"})
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def count_swept_batches(conn, cursor, statement, parameters, context, executemany):
+        if isinstance(parameters, dict) and parameters.get("unit") == "sweep":
+            swept_batches.append(parameters["upto"])
+
+    fill = {"table": "items", "set_sql": "doubled = n * 2", "where_sql": "doubled IS NULL", "batch_size": 500}
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            backfill(engine, progress=stop_in_the_batched_sweep, **fill)
+        assert scalar(postgres_url, f"SELECT unit FROM {PROGRESS_TABLE}") == "sweep"
+        holder.commit()
+        result = backfill(engine, **fill)
+    finally:
+        holder.commit()
+        engine.dispose()
+        holder.close()
+    assert result.resumed_after is not None and [name for name, _ in result.phases_s] == ["start", "blocks", "sweep"]
+    assert scalar(postgres_url, f"SELECT count(*) FROM {PROGRESS_TABLE}") == 0
+    assert scalar(postgres_url, "SELECT count(*) FROM items WHERE doubled IS DISTINCT FROM n * 2") == 0
+
+
+@pytest.mark.postgres
 @pytest.mark.parametrize("scan", ["blocks", "keys"])
 def test_batches_count_right_beside_a_column_named_like_their_variable(postgres_url: str, scan: str) -> None:
     """A batch is a PL/pgSQL DO block with its own variables and parameters: columns named like
