@@ -414,6 +414,7 @@ class LocalPlatform:
         health = spec.health
         url = f"http://127.0.0.1:{proc['port']}{health.path}"
         last = "no answer yet"
+        started = time.monotonic()
         for _attempt in range(health.retries + 1):
             if not self._alive(proc):
                 return HealthResult(spec.name, proc["version"], False, self._why_dead(proc))
@@ -428,7 +429,8 @@ class LocalPlatform:
             time.sleep(health.interval_seconds)
         return HealthResult(
             spec.name, proc["version"], False,
-            f"no healthy answer after {health.retries + 1} tries ({last}); log: {proc['log']}",
+            f"no healthy answer in {time.monotonic() - started:.0f} s ({health.retries + 1} tries, "
+            f"{last}); log: {proc['log']}; a service that starts slowly needs a larger health.retries",
         )
 
     def _stop(self, procs: list[Proc]) -> None:

@@ -98,9 +98,13 @@ class Deploy(Strict):
 
 
 class Health(Strict):
+    """How a new version proves it is up. The defaults wait about 30 s (120 retries 0.25 s apart),
+    as a Kubernetes startup probe does: a service importing its framework on a busy host can take
+    several seconds, and a process that exits is noticed at the next try, not at the end."""
+
     path: str = Field(default="/healthz", pattern=r"^/[A-Za-z0-9_./-]*$")
     timeout_seconds: float = Field(default=2.0, gt=0, le=60)
-    retries: int = Field(default=20, ge=0, le=1000)
+    retries: int = Field(default=120, ge=0, le=1000)
     interval_seconds: float = Field(default=0.25, gt=0, le=60)
 
 

@@ -7,6 +7,7 @@ import importlib.util
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -133,6 +134,32 @@ def test_weight_changes_and_promote_during_steady_stream_drop_nothing(platform: 
     total = sum(result.by_version.values())
     assert total >= 100 and min(result.by_version.values()) >= total / 10, result.by_version
     assert set(result.by_version) == {"1.0.0", "1.1.0"}
+
+
+def test_a_service_that_never_answers_fails_in_its_window_and_says_which_setting_waits_longer(
+    tmp_path: Path,
+) -> None:
+    silent = Service(
+        name="catalog",
+        deploy=Deploy(local=LocalDeploy(command=["{python}", "-c", "import time; time.sleep(60)"])),
+        health=Health(interval_seconds=0.05, retries=10, timeout_seconds=0.2),
+    )
+    local = LocalPlatform(Manifest(product="shop", services=[silent]), SHOP_DIR, tmp_path / "state")
+    try:
+        started = time.monotonic()
+        with pytest.raises(DeployError) as failure:
+            local.deploy_canary("catalog", "1.0.0")
+        assert time.monotonic() - started < 5, "11 tries 0.05 s apart, not the default window"
+    finally:
+        local.stop_all()
+    message = str(failure.value)
+    assert re.search(r"no healthy answer in \d+ s \(11 tries, ", message), message
+    assert "ConnectError" in message and "needs a larger health.retries" in message
+
+
+def test_the_default_health_window_lets_a_slow_start_through() -> None:
+    health = Health()
+    assert health.retries * health.interval_seconds >= 30, "a service on a busy host may take seconds to start"
 
 
 def test_crashing_canary_fails_health_check_and_abort_restores_stable(platform: LocalPlatform) -> None:
