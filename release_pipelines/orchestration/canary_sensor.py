@@ -100,6 +100,8 @@ def build_canary_sensor(product: Product, promote_job: JobDefinition, rollback_j
             return SensorResult(skip_reason=plan.skip or waiting, asset_events=events)
         if plan.verdict is not None:
             record_verdict_once(book, release.id, plan.run.run_key, plan.verdict)
+            # the daemon's log says why, beside the run it launches
+            context.log.info(f"{plan.run.run_key}: {plan.verdict['verdict']}: {plan.verdict['reason']}")
         if plan.shed:
             shed(context, book, services, release, plan)
         request = RunRequest(run_key=plan.run.run_key, job_name=jobs[plan.run.job].name, run_config=plan.run.run_config,

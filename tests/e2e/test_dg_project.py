@@ -41,8 +41,10 @@ class DgProject:
         return self.root / "src" / "acme_data" / "defs"
 
     def run(self, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
+        started = time.monotonic()
         result = subprocess.run(args, cwd=self.root, env=self.env, capture_output=True, text=True,
                                 timeout=900, check=False)
+        print(f"{' '.join(args)[:80]}: {time.monotonic() - started:.1f} s")  # where the minutes go
         if ok:
             assert result.returncode == 0, f"{' '.join(args)}\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
         return result

@@ -244,7 +244,8 @@ def test_second_release_is_queued_then_refused_and_canary_promoted(prod: Prod):
     FIGURES["load_errors_by_version"] = {f"{s} {v}": n for (s, v), n in sorted(prod.load.errors.items())}
     assert ticks, "the daemon never ticked the canary sensor"
     assert not any(t["error"] for t in ticks), [t["error"] for t in ticks if t["error"]]
-    assert state not in ("rolled_back", "failed"), f"the good release ended {state}"
+    verdicts = [e.payload for e in prod.ledger.events(release.id) if e.kind == "verdict"]
+    assert state not in ("rolled_back", "failed"), f"the good release ended {state}: {verdicts}"
     if state in ("baking", "completed"):  # the daemon's sensor judged and promoted every step
         assert promotes and all(r["status"] == "SUCCESS" for r in promotes)
         from release_pipelines.resources.local_platform import LocalPlatform

@@ -44,7 +44,7 @@ def versions_served(shop, service: str, requests: int = 50) -> set[str]:
         return {client.get(endpoint + PATHS[service]).headers.get("X-Release-Version", "?") for _ in range(requests)}
 
 
-def test_bad_canary_is_shed_at_the_verdict_and_rolled_back_with_a_deterministic_run_key(installed) -> None:
+def test_bad_canary_is_shed_at_the_verdict_and_rolled_back_with_a_deterministic_run_key(installed, capfd) -> None:
     shop = installed
     assert shop.run("release", release_config({"orders": "1.2.0+bad"})).success
     release = shop.active()
@@ -54,6 +54,8 @@ def test_bad_canary_is_shed_at_the_verdict_and_rolled_back_with_a_deterministic_
     assert request.run_key == f"{release.id}:0:rollback"
     verdicts = [e for e in shop.ledger.events(release.id) if e.kind == "verdict"]
     assert verdicts[-1].payload["verdict"] == "fail" and "error rate" in verdicts[-1].payload["reason"]
+    said = f"{request.run_key}: fail: {verdicts[-1].payload['reason']}"
+    assert said in capfd.readouterr().err, "the sensor's log says why it requests the rollback"
     observed = [e for e in result.asset_events if e.asset_key.path == ["services", "orders"]]
     assert observed and observed[-1].metadata["verdict"].value == "fail"
     # safe at the verdict: no rollback run has executed, the bad canary still runs, but gets no traffic
