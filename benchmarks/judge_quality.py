@@ -8,7 +8,9 @@ given alpha and power; a sequential test cannot know the effect, so it is a floo
 Errors: each tick carries 50-200 requests per side, baseline error rate 0.5 %. Oracle: the
 conditional binomial test (UMP for the rate ratio) at the fewest requests per side that reach
 50 % / 80 % power; "SPRT, effect known" is the anytime-valid counterpart (the likelihood ratio
-against the true ratio, stopped at 1/alpha): no anytime-valid test can be expected to beat it. Kayenta judges per-interval error rates; Flagger's limit is 1 % errors.
+against the true ratio, stopped at 1/alpha): no anytime-valid test can be expected to beat it. Kayenta judges per-interval error rates; Flagger's limit is 1 % errors. The last error rows are
+healthy canaries whose errors (on both sides) arrive several at a time, as a stall or a failing
+dependency makes them: the same mean rate, more variance between ticks than independent requests.
 
 Latency: raw samples, 10 per side per look, up to `--looks` looks, log-normal (median 100 ms,
 sigma 0.5), the canary multiplied by the factor. This judge runs on the raw samples and on the
@@ -95,11 +97,20 @@ def known_effect_sprt_fails(base_n, base_k, can_n, can_k, factor: float, alpha: 
     return np.cumsum(step, axis=-1) >= math.log(1 / alpha)
 
 
-def error_scenario(rng: np.random.Generator, factor: float, canaries: int, ticks: int, alpha: float) -> dict:
+def clustered_errors(rng: np.random.Generator, n: np.ndarray, rate: float, cluster: int) -> np.ndarray:
+    """Errors that arrive `cluster` at a time (a stall or a failing dependency fails several
+    requests at once): the same mean rate as independent errors, more variance between ticks."""
+    if cluster == 1:
+        return rng.binomial(n, rate)
+    return np.minimum(rng.poisson(n * rate / cluster) * cluster, n)
+
+
+def error_scenario(rng: np.random.Generator, factor: float, canaries: int, ticks: int, alpha: float,
+                   cluster: int = 1) -> dict:
     base_n = rng.integers(50, 201, (canaries, ticks))
     can_n = rng.integers(50, 201, (canaries, ticks))
-    base_k = rng.binomial(base_n, BASE_ERROR_RATE)
-    can_k = rng.binomial(can_n, BASE_ERROR_RATE * factor)
+    base_k = clustered_errors(rng, base_n, BASE_ERROR_RATE, cluster)
+    can_k = clustered_errors(rng, can_n, BASE_ERROR_RATE * factor, cluster)
     samples = np.cumsum(can_n, axis=-1)
     return {
         "this judge": first_fail(ratio_test_path(base_n, base_k, can_n, can_k, alpha=alpha).verdict == FAIL, samples),
@@ -247,6 +258,10 @@ def main() -> None:
             oracle = (error_oracle(factor, alpha, 0.5), error_oracle(factor, alpha, 0.8)) if factor > 1 else None
             print_rows(f"errors x{factor:g} at {BASE_ERROR_RATE:.1%}, alpha {alpha}",
                        error_scenario(rng, factor, canaries, ticks, alpha), oracle)
+    for cluster in (3, 10) if args.only != "latency" else ():  # a healthy canary: false alarms only
+        rng = np.random.default_rng([3, cluster, *offset])
+        print_rows(f"errors x1 at {BASE_ERROR_RATE:.1%} arriving {cluster} at a time (both sides), alpha 0.05",
+                   error_scenario(rng, 1.0, canaries, ticks, 0.05, cluster), None)
     for alpha, factors in ((0.01, (1.0, 1.1, 1.5, 2.0)), (0.05, (1.0,))) if args.only != "errors" else ():
         for factor in factors:
             rng = np.random.default_rng([2, int(factor * 100), int(alpha * 1000), *offset])
