@@ -8,7 +8,8 @@ given alpha and power; a sequential test cannot know the effect, so it is a floo
 Errors: each tick carries 50-200 requests per side, baseline error rate 0.5 %. Oracle: the
 conditional binomial test (UMP for the rate ratio) at the fewest requests per side that reach
 50 % / 80 % power; "SPRT, effect known" is the anytime-valid counterpart (the likelihood ratio
-against the true ratio, stopped at 1/alpha): no anytime-valid test can be expected to beat it. Kayenta judges per-interval error rates; Flagger's limit is 1 % errors. The last error rows are
+against the true ratio, stopped at 1/alpha): no anytime-valid test can be expected to beat it.
+Kayenta judges per-interval error rates; Flagger's limit is 1 % errors. The last error rows are
 healthy canaries whose errors (on both sides) arrive several at a time, as a stall or a failing
 dependency makes them: the same mean rate, more variance between ticks than independent requests.
 
