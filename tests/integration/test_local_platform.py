@@ -155,11 +155,6 @@ def test_a_service_that_never_answers_fails_in_its_window_and_says_which_setting
     assert "ConnectError" in message and "needs a larger health.retries" in message
 
 
-def test_the_default_health_window_lets_a_slow_start_through() -> None:
-    health = Health()
-    assert health.retries * health.interval_seconds >= 30, "a service on a busy host may take seconds to start"
-
-
 def test_crashing_canary_fails_health_check_and_abort_restores_stable(platform: LocalPlatform) -> None:
     with pytest.raises(DeployError, match=r"catalog 0\.9-crash failed its health check\. It was stopped; nothing serves"):
         platform.deploy_canary("catalog", "0.9-crash")

@@ -9,6 +9,7 @@ import pytest
 from release_pipelines.resources.manifest_files import load_manifest
 
 from release_pipelines.core.errors import ManifestError
+from release_pipelines.core.manifest import Health
 from release_pipelines.core.manifest_loader import parse_manifest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -153,3 +154,8 @@ def test_a_window_time_that_is_not_a_quoted_wall_clock_time_is_refused_by_field(
     assert shown in problem and '"09:00"' in problem and "m.yaml:9" in problem
     quoted = parse_manifest(text.replace(slot, 'start: "9:00", end: "17:30:15"'), "m.yaml")
     assert (quoted.windows.allowed[0].start, quoted.windows.allowed[0].end) == (time(9, 0), time(17, 30, 15))
+
+
+def test_the_default_health_window_lets_a_slow_start_through() -> None:
+    health = Health()
+    assert health.retries * health.interval_seconds >= 30, "a service on a busy host may take seconds to start"
